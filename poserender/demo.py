@@ -1,0 +1,80 @@
+"""``poserender demo`` (interim): the whole pipeline on built-in synthetic inputs.
+
+Until the trained demo model ships (demo issue), the demo builds a SLIM, RANDOMLY
+INITIALISED Pose2Img generator (width 8, 256 x 256), exports it to ONNX in a cache folder,
+draws a synthetic figure as the source image, and renders a procedural gesture sequence with
+ONNX Runtime on the CPU. The output shows that every stage runs end to end and how fast;
+it is not a meaningful picture of a person, because the weights are random.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Tuple
+
+import cv2
+import numpy as np
+
+from .config import Pose2ImgConfig
+from .keypoints.template import gesture_sequence, template_pose
+
+DEMO_SIZE = 256
+DEMO_WIDTH = 8
+
+
+def demo_config() -> Pose2ImgConfig:
+    """A 256 x 256 crop at scale 1 with the reference's heat-map and limb widths."""
+    return Pose2ImgConfig(img_h=DEMO_SIZE, img_w=DEMO_SIZE, scale=1.0,
+                          kp_var_root=(5, 5, 5, 5, 5, 5, 5, 2, 1, 1.5, 1, 2, 2),
+                          mask_sigma_perp=(14, 10, 10, 8, 10, 8, 4, 4))
+
+
+def draw_figure(pose: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """A simple BGR drawing of an upper body at ``pose`` (122 x 2 pixels) on a textured background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = np.stack([90 + 60 * yy, 110 + 40 * xx, 150 - 50 * yy], axis=-1)
+    image += rng.normal(0, 6, size=image.shape)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    p = lambda j: tuple(int(round(v)) for v in pose[j])  # noqa: E731
+    torso = np.array([pose[2], pose[5], pose[5] + [0, size * 0.5], pose[2] + [0, size * 0.5]], np.int32)
+    cv2.fillConvexPoly(image, torso, (60, 40, 120))
+    for a, b in ((2, 3), (3, 4), (5, 6), (6, 7)):
+        cv2.line(image, p(a), p(b), (70, 50, 140), max(2, size // 18))
+    for j in (4, 7):
+        cv2.circle(image, p(j), max(2, size // 40), (140, 170, 210), -1)
+    head = pose[10:27].mean(axis=0)
+    cv2.ellipse(image, tuple(int(v) for v in head), (int(size * 0.08), int(size * 0.11)), 0, 0, 360,
+                (140, 170, 210), -1)
+    for j in (8, 9):
+        cv2.circle(image, p(j), max(1, size // 80), (40, 30, 30), -1)
+    cv2.polylines(image, [pose[58:70].astype(np.int32)], True, (60, 60, 170), 1)
+    return image
+
+
+def write_demo_inputs(folder: Path, frames: int, seed: int) -> Tuple[Path, Path, Path]:
+    """Source image (png), source keypoints (.npy 122 x 2) and target keypoints (.npy T x 122 x 2)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pose = template_pose(DEMO_SIZE, DEMO_SIZE)
+    image_path, source_path, target_path = folder / "source.png", folder / "source.npy", folder / f"targets_{frames}_{seed}.npy"
+    cv2.imwrite(str(image_path), draw_figure(pose, DEMO_SIZE, seed))
+    np.save(source_path, pose)
+    np.save(target_path, gesture_sequence(frames, DEMO_SIZE, DEMO_SIZE, seed=seed))
+    return image_path, source_path, target_path
+
+
+def demo_model(cache: Path, log: Callable[[str], None]) -> Path:
+    """Export (once) the slim random-init model into ``cache/model``; returns the model folder."""
+    model_dir = cache / f"model-w{DEMO_WIDTH}-{DEMO_SIZE}"
+    if (model_dir / "manifest.json").is_file():
+        return model_dir
+    import torch
+
+    from .export.pose2img_export import export_generator
+    from .models.pose2img import Pose2ImgGenerator
+
+    torch.manual_seed(0)
+    generator = Pose2ImgGenerator(width=DEMO_WIDTH).eval()
+    log(f"building the demo model (slim, randomly initialised, {DEMO_SIZE}x{DEMO_SIZE}) in {model_dir}")
+    export_generator(generator, demo_config(), model_dir, "exact",
+                     {"path": None, "meta": {"note": "randomly initialised demo model (seed 0)"}}, log)
+    return model_dir

@@ -1,0 +1,57 @@
+"""Pick a backend by name and build one engine per stage of an exported model directory."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from ..errors import UserError
+from ..manifest import stage_specs
+from . import ort_engine, torch_engine
+from .base import Engine
+
+#: backends this build can run; GPU ones arrive with the GPU issue
+BACKENDS = ("auto", "ort-cpu", "torch")
+
+
+def _torch_stage_loader(manifest: Dict[str, Any], stage_name: str):
+    def load():
+        from ..config import Pose2ImgConfig
+        from ..models.checkpoint import load_generator
+        from ..models.pose2img import FrameStage, Pose2ImgGeometry, SourceStage
+
+        ckpt = manifest.get("checkpoint", {}).get("path")
+        if not ckpt or not Path(ckpt).is_file():
+            raise UserError(f"--backend torch needs the checkpoint this model was exported from "
+                            f"({ckpt or 'not recorded'}), and it is not there; use --backend ort-cpu")
+        generator, _ = load_generator(ckpt)
+        geometry = Pose2ImgGeometry.from_config(Pose2ImgConfig.from_dict(manifest["config"]), manifest["warp_mode"])
+        return (SourceStage if stage_name == "source" else FrameStage)(generator, geometry)
+    return load
+
+
+def resolve_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    if name == "auto":
+        if ort_engine.is_available():
+            return "ort-cpu"
+        if torch_engine.is_available():
+            return "torch"
+        raise UserError("no usable backend: install onnxruntime (pip install onnxruntime) or torch")
+    available = {"ort-cpu": ort_engine.is_available, "torch": torch_engine.is_available}[name]()
+    if not available:
+        raise UserError(f"backend {name} is not usable here ({'onnxruntime' if name == 'ort-cpu' else 'torch'} "
+                        "is not installed); run `poserender doctor`")
+    return name
+
+
+def stage_engines(model_dir: Path, manifest: Dict[str, Any], backend: str) -> Tuple[str, List[Engine]]:
+    """(resolved backend name, engines in stage order)."""
+    backend = resolve_backend(backend)
+    engines: List[Engine] = []
+    for spec in stage_specs(manifest):
+        if backend == "ort-cpu":
+            engines.append(ort_engine.OrtEngine(spec, Path(model_dir) / spec.file))
+        else:
+            engines.append(torch_engine.TorchEngine(spec, _torch_stage_loader(manifest, spec.name)))
+    return backend, engines

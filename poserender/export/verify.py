@@ -1,0 +1,61 @@
+"""Compare an exported stage run by ONNX Runtime (CPU) with the torch module it came from."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..specs import StageSpec
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
+
+
+def compare_outputs(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> Dict[str, Dict[str, float]]:
+    """Per output: max abs error, PSNR (peak 255 for uint8, 2 for [-1, 1] floats), NaN/inf count,
+    and for uint8 the fraction of values more than 2 levels off."""
+    report = {}
+    for name, r in ref.items():
+        g = got[name]
+        diff = np.abs(r.astype(np.float64) - g.astype(np.float64))
+        entry = {"max_abs_error": float(diff.max()) if diff.size else 0.0,
+                 "psnr_db": psnr(r, g, 255.0 if r.dtype == np.uint8 else 2.0),
+                 "nonfinite": int((~np.isfinite(g)).sum()) if g.dtype.kind == "f" else 0}
+        if r.dtype == np.uint8:
+            entry["fraction_over_2_levels"] = float((diff > 2).mean())
+        report[name] = entry
+    return report
+
+
+def run_torch(module: nn.Module, spec: StageSpec, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    with torch.no_grad():
+        out = module(*(torch.from_numpy(feed[n]) for n in spec.input_names))
+    out = out if isinstance(out, (tuple, list)) else (out,)
+    return {n: t.numpy() for n, t in zip(spec.output_names, out)}
+
+
+def run_onnx(path: Path, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feed)))
+
+
+def passes(report: Dict[str, Dict[str, float]]) -> bool:
+    """Float outputs within 1e-3, uint8 frames within 2 levels on >= 99.9 % of values, all finite."""
+    for entry in report.values():
+        if entry["nonfinite"]:
+            return False
+        if "fraction_over_2_levels" in entry:
+            if entry["fraction_over_2_levels"] > 1e-3:
+                return False
+        elif entry["max_abs_error"] > 1e-3:
+            return False
+    return True

@@ -1,0 +1,144 @@
+"""Render a keypoint sequence with an exported Pose2Img model: a plain sequential loop.
+
+source image + source keypoints -> source stage (once) -> target frames in batches -> frame
+stage -> sink. The pipelined runtime (overlapping stages, live inputs) replaces this loop in
+its own issue; the engines, sources and sinks here are the pieces it reuses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ..config import Pose2ImgConfig
+from ..errors import UserError
+from ..keypoints import KeypointSequence, canvas_transform, read_keypoints
+from .sinks import open_sink
+
+BAD_FRAME_POLICIES = ("hold", "skip", "error")
+
+
+def load_source_image(path: Path, config: Pose2ImgConfig) -> np.ndarray:
+    """The reference's source preprocessing: (1, 3, H, W) float32 BGR in [-1, 1] on the canvas.
+
+    Read with OpenCV (BGR), crop rows ``h_bias:h_bias+img_h`` and columns
+    ``w_bias:w_bias+img_w``, map to [-1, 1] in float64, resize bilinearly to the canvas.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("source image not found", path)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError("cannot decode the source image; expected a JPEG/PNG readable by OpenCV", path)
+    top, left = int(config.h_bias), int(config.w_bias)
+    need_h, need_w = top + config.img_h, left + config.img_w
+    if image.shape[0] < need_h or image.shape[1] < need_w or top < 0 or left < 0:
+        raise UserError(f"image is {image.shape[1]} x {image.shape[0]} (w x h); the config crops columns "
+                        f"{left}..{need_w - 1} and rows {top}..{need_h - 1}, so expected at least "
+                        f"{need_w} x {need_h}", path)
+    crop = image[top:need_h, left:need_w].astype(np.float64) / 255.0 * 2.0 - 1.0
+    height, width = config.canvas_hw
+    if (height, width) != crop.shape[:2]:
+        crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(crop.transpose(2, 0, 1)[None].astype(np.float32))
+
+
+def load_source_keypoints(path: Path, config: Pose2ImgConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """First frame of ``path`` in canvas pixels: (1, 122, 2) float32, validity (1, 122) float32."""
+    seq = read_keypoints(path, config)
+    if seq.bad[0]:
+        raise UserError(f"source keypoints are unusable ({seq.bad_reasons.get(0, 'bad frame')})", path)
+    if not seq.valid[0].any():
+        raise UserError("source keypoints have no valid joint (no person detected?)", path)
+    xy = canvas_transform(seq.xy[:1], config).astype(np.float32)
+    return xy, seq.valid[:1].astype(np.float32)
+
+
+@dataclasses.dataclass
+class RenderStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    held: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    source_seconds: float = 0.0
+
+
+def target_batches(seq: KeypointSequence, config: Pose2ImgConfig, batch: int, policy: str,
+                   stats: RenderStats) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Yield (B, 122, 2) canvas keypoints and (B, 122) validity, applying the bad-frame policy."""
+    if policy not in BAD_FRAME_POLICIES:
+        raise UserError(f"--on-bad-frame {policy!r}; expected one of {', '.join(BAD_FRAME_POLICIES)}")
+    canvas = canvas_transform(seq.xy, config).astype(np.float32)
+    valid = seq.valid.astype(np.float32)
+    good = np.flatnonzero(~seq.bad)
+    if good.size == 0:
+        raise UserError("no usable frame in the keypoint file (every frame is bad)", seq.path)
+    last_good = int(good[0])
+    pending_xy, pending_valid = [], []
+    for t in range(len(seq)):
+        stats.frames_in += 1
+        if seq.bad[t]:
+            reason = seq.bad_reasons.get(t, "bad frame")
+            if policy == "error":
+                raise UserError(f"frame {t}: {reason} (--on-bad-frame error)", seq.path)
+            if policy == "skip":
+                stats.skipped += 1
+                continue
+            stats.held += 1
+            src = last_good
+        else:
+            src = last_good = t
+        pending_xy.append(canvas[src])
+        pending_valid.append(valid[src])
+        if len(pending_xy) == batch:
+            yield np.stack(pending_xy), np.stack(pending_valid)
+            pending_xy, pending_valid = [], []
+    if pending_xy:
+        yield np.stack(pending_xy), np.stack(pending_valid)
+
+
+def render_sequence(engines, config: Pose2ImgConfig, source_image: Path, source_keypoints: Path,
+                    keypoints: Path, output: Path, fmt: Optional[str] = None, fps: float = 15.0,
+                    audio: Optional[Path] = None, batch: int = 4, on_bad_frame: str = "hold",
+                    max_frames: Optional[int] = None,
+                    progress: Callable[[int, int], Any] = lambda done, total: None) -> Tuple[RenderStats, Any]:
+    """Render every frame of ``keypoints``; returns (stats, sink summary). Inputs are all read
+    and checked before the output is opened, so bad input never leaves a partial file."""
+    source_engine, frame_engine = engines
+    image = load_source_image(source_image, config)
+    src_xy, src_valid = load_source_keypoints(source_keypoints, config)
+    seq = read_keypoints(keypoints, config)
+    if max_frames is not None:
+        seq = dataclasses.replace(seq, xy=seq.xy[:max_frames], valid=seq.valid[:max_frames],
+                                  bad=seq.bad[:max_frames])
+    batch = max(1, min(int(batch), frame_engine.spec.max_batch))
+    stats = RenderStats()
+    started = time.perf_counter()
+    with source_engine, frame_engine:
+        source_out = source_engine.infer({"source_image": image, "source_keypoints": src_xy,
+                                          "source_valid": src_valid})
+        stats.source_seconds = time.perf_counter() - started
+        feed_identity: Dict[str, np.ndarray] = {"source_keypoints": src_xy, "source_valid": src_valid,
+                                                **source_out}
+        batches = target_batches(seq, config, batch, on_bad_frame, stats)
+        first = next(batches)   # validate the policy/frames before creating the output
+        with open_sink(output, fmt, fps=fps, audio=audio) as sink:
+            for target_xy, target_valid in _chain(first, batches):
+                frames = frame_engine.infer({"target_keypoints": target_xy, "target_valid": target_valid,
+                                             **feed_identity})["frames"]
+                sink.write(frames)
+                stats.frames_out += len(frames)
+                progress(stats.frames_out, len(seq))
+            summary = sink.close()
+    stats.seconds = time.perf_counter() - started
+    return stats, summary
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest

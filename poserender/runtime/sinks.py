@@ -1,0 +1,399 @@
+"""Frame sinks: batches of finished frames -> an .mp4 file or a folder of numbered images.
+
+Frames are numpy uint8 arrays shaped (B, H, W, 3) in BGR channel order (OpenCV convention), as
+the frame stage outputs them. Output is written under a temporary name beside the target and
+renamed onto it when complete, so a file or folder with the final name is always whole;
+``abort()`` (or an exception inside ``with``) removes the partial output.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import numbers
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Deque, Dict, Mapping, Optional, Tuple, Union
+
+import av
+import cv2
+import numpy as np
+
+from poserender.errors import UserError
+
+PathLike = Union[str, Path]
+
+SINK_FORMATS: Dict[str, str] = {
+    "mp4": "H.264 video file",
+    "png": "folder of numbered PNG files (000000.png, ...)",
+    "jpg": "folder of numbered JPEG files (000000.jpg, ..., quality 95)",
+}
+VIDEO_CODECS: Tuple[str, ...] = ("libx264", "h264_nvenc")
+# Sample rates the AAC encoder accepts; other input rates are resampled to 48 kHz.
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+_FRAME_FILE = re.compile(r"^\d{6,}\.(png|jpg)$")
+
+
+@dataclass(frozen=True)
+class SinkSummary:
+    """What a closed sink wrote; ``seconds`` = frames / fps (None for image folders)."""
+
+    path: Path
+    format: str
+    frames_written: int
+    seconds: Optional[float] = None
+    audio_seconds: Optional[float] = None
+
+    def __str__(self) -> str:
+        extra = "" if self.seconds is None else f", {self.seconds:.2f} s"
+        if self.audio_seconds is not None:
+            extra += f", audio {self.audio_seconds:.2f} s"
+        return f"wrote {self.frames_written} frames{extra} to {self.path}"
+
+
+class FrameSink:
+    """Base sink: checks batches, counts frames, and gives close/abort/``with`` semantics."""
+
+    format = ""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.frames_written = 0
+        self._frame_size: Optional[Tuple[int, int]] = None  # (H, W) of the first batch
+        self._state = "open"  # open -> closed | aborted
+        self._summary: Optional[SinkSummary] = None
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append a batch of frames: uint8, (B, H, W, 3), BGR; H x W constant over the output."""
+        if self._state != "open":
+            raise RuntimeError(f"write() on a {self._state} sink ({self.path})")
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 \
+                or frames.shape[-1] != 3 or 0 in frames.shape[1:3]:
+            got = (f"{frames.dtype} array of shape {frames.shape}" if isinstance(frames, np.ndarray)
+                   else type(frames).__name__)
+            raise ValueError(f"frames must be a uint8 array shaped (B, H, W, 3), BGR; got {got}")
+        size = (int(frames.shape[1]), int(frames.shape[2]))
+        if self._frame_size is None:
+            self._frame_size = size
+        elif size != self._frame_size:
+            raise ValueError("frame size changed within one output from "
+                             "{}x{} to {}x{} (H x W)".format(*self._frame_size, *size))
+        if len(frames):
+            self._write_impl(frames)
+
+    def close(self) -> SinkSummary:
+        """Finish the output and rename it onto its final name; calling it again is a no-op."""
+        if self._summary is not None:
+            return self._summary
+        if self._state != "open":
+            raise RuntimeError(f"close() on an {self._state} sink ({self.path})")
+        try:
+            self._summary = self._close_impl()
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "closed"
+        return self._summary
+
+    def abort(self) -> None:
+        """Discard the partial output (temporary file or folder); a no-op once closed."""
+        if self._state == "open":
+            self._state = "aborted"
+            self._abort_impl()
+
+    def __enter__(self) -> "FrameSink":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _write_impl(self, frames: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _close_impl(self) -> SinkSummary:
+        raise NotImplementedError
+
+    def _abort_impl(self) -> None:
+        raise NotImplementedError
+
+
+class _AudioTrack:
+    """An audio file, decoded lazily and re-encoded to AAC; its t=0 is the video's frame 0."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if not path.is_file():
+            raise UserError("audio file not found", path)
+        try:
+            self._input = av.open(str(path))
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise UserError(f"cannot open as audio ({_reason(e)})", path) from None
+        if not self._input.streams.audio:
+            self._input.close()
+            raise UserError("has no audio stream; expected e.g. a .wav or an .mp4 with audio", path)
+        stream = self._input.streams.audio[0]
+        self.rate = stream.rate if stream.rate in _AAC_RATES else 48000
+        self.layout = "mono" if stream.codec_context.channels == 1 else "stereo"
+        self._decoded = self._input.decode(stream)
+        self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
+        self._pending: Deque[np.ndarray] = collections.deque()  # (channels, samples) float32
+        self._flushed = False
+        self._stream = None
+        self.samples_sent = 0
+        # Decode the first chunk now, so an undecodable stream fails before any output exists.
+        if not self._refill():
+            self.close()
+            raise UserError("has an audio stream but no decodable audio", path)
+
+    def add_stream_to(self, container) -> None:
+        self._stream = container.add_stream("aac", rate=self.rate)
+        self._stream.layout = self.layout
+        self._stream.format = "fltp"
+
+    def _refill(self) -> bool:
+        """Decode until a resampled chunk is pending; False at the end of the audio."""
+        while not self._pending:
+            try:
+                decoded = next(self._decoded, None)
+            except av.FFmpegError as e:
+                self.close()
+                raise UserError(f"audio decoding failed ({_reason(e)})", self.path) from None
+            if decoded is None:
+                if self._flushed:
+                    return False
+                self._flushed = True  # resample(None) below drains the resampler
+            for chunk in self._resampler.resample(decoded):
+                if chunk.samples:
+                    self._pending.append(chunk.to_ndarray())
+        return True
+
+    def encode_until(self, container, total_samples: int) -> None:
+        """Encode and mux audio up to ``total_samples`` from its start, or to its end."""
+        while self.samples_sent < total_samples and (self._pending or self._refill()):
+            chunk = self._pending.popleft()
+            n = min(chunk.shape[1], total_samples - self.samples_sent)
+            if n < chunk.shape[1]:
+                self._pending.appendleft(chunk[:, n:])
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk[:, :n]), format="fltp",
+                                               layout=self.layout)
+            frame.sample_rate, frame.time_base = self.rate, Fraction(1, self.rate)
+            frame.pts = self.samples_sent
+            self.samples_sent += n
+            container.mux(self._stream.encode(frame))
+
+    def finish(self, container) -> None:
+        container.mux(self._stream.encode(None))
+        self.close()
+
+    def close(self) -> None:
+        self._input.close()
+
+
+class Mp4Sink(FrameSink):
+    """H.264 (yuv420p) in an .mp4, optionally with an audio track re-encoded to AAC.
+
+    Written to ``.<name>.partial-XXXX.mp4`` beside the target and renamed onto it by close() (an
+    existing file of that name is replaced then). Audio is encoded as frames arrive, up to the
+    video's duration (frames_written / fps), so the muxer can interleave the two.
+    """
+
+    format = "mp4"
+
+    def __init__(self, path: Path, fps: Fraction, audio: Optional[_AudioTrack] = None,
+                 codec: str = "libx264", codec_options: Optional[Mapping[str, str]] = None):
+        super().__init__(path)
+        self.fps, self.codec, self._audio = fps, codec, audio
+        self._codec_options = dict(codec_options or {})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-", suffix=".mp4")
+        os.close(fd)
+        self._tmp_path = Path(tmp)
+        try:
+            self._container = av.open(tmp, mode="w", format="mp4")
+        except BaseException:
+            self._tmp_path.unlink()
+            raise
+        self._video = None
+
+    def _start_streams(self, height: int, width: int) -> None:
+        if height % 2 or width % 2:
+            raise ValueError(f"H.264 yuv420p needs an even frame size; got {height}x{width} (H x W)")
+        video = self._container.add_stream(self.codec, rate=self.fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.time_base = 1 / self.fps
+        video.codec_context.options = self._codec_options
+        try:
+            video.codec_context.open()
+        except av.FFmpegError as e:
+            raise UserError(f"cannot open the {self.codec} encoder for {width}x{height} frames "
+                            f"({_reason(e)})", self.path) from None
+        self._video = video
+        if self._audio is not None:  # every stream must exist before the first packet is muxed
+            self._audio.add_stream_to(self._container)
+
+    def _write_impl(self, frames: np.ndarray) -> None:
+        if self._video is None:
+            self._start_streams(frames.shape[1], frames.shape[2])
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+            frame.time_base, frame.pts = 1 / self.fps, self.frames_written
+            self._container.mux(self._video.encode(frame))
+            self.frames_written += 1
+        if self._audio is not None:
+            self._audio.encode_until(self._container, self._audio_samples_due())
+
+    def _audio_samples_due(self) -> int:
+        return int(Fraction(self.frames_written * self._audio.rate) / self.fps)
+
+    def _close_impl(self) -> SinkSummary:
+        if self._video is None:
+            raise UserError("no frames were written, so no video was created", self.path)
+        audio_seconds = None
+        if self._audio is not None:
+            self._audio.encode_until(self._container, self._audio_samples_due())
+            self._audio.finish(self._container)
+            audio_seconds = self._audio.samples_sent / self._audio.rate
+        self._container.mux(self._video.encode(None))
+        self._container.close()
+        os.replace(self._tmp_path, self.path)
+        return SinkSummary(self.path, self.format, self.frames_written,
+                           float(self.frames_written / self.fps), audio_seconds)
+
+    def _abort_impl(self) -> None:
+        try:
+            self._container.close()
+        except Exception:  # a half-written container may fail to write its trailer; it goes anyway
+            pass
+        if self._audio is not None:
+            self._audio.close()
+        self._tmp_path.unlink(missing_ok=True)
+
+
+class ImageFolderSink(FrameSink):
+    """A folder of numbered images (``000000.png``, ...), built in ``<out>.partial-XXXX/``."""
+
+    def __init__(self, path: Path, fmt: str, overwrite: bool = False):
+        super().__init__(path)
+        self.format, self.overwrite = fmt, overwrite
+        _check_folder_target(path, overwrite)
+        self._params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == "jpg" else []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{path.name}.partial-"))
+
+    def _write_impl(self, frames: np.ndarray) -> None:
+        for image in frames:
+            name = self._tmp_dir / f"{self.frames_written:06d}.{self.format}"
+            if not cv2.imwrite(str(name), np.ascontiguousarray(image), self._params):
+                raise UserError("could not write frame image (disk full?)", name)
+            self.frames_written += 1
+
+    def _close_impl(self) -> SinkSummary:
+        _check_folder_target(self.path, self.overwrite)  # it may have changed since open
+        if self.path.is_dir():
+            shutil.rmtree(self.path)  # empty, or (overwrite) holding only numbered frames
+        os.replace(self._tmp_dir, self.path)
+        return SinkSummary(self.path, self.format, self.frames_written)
+
+    def _abort_impl(self) -> None:
+        shutil.rmtree(self._tmp_dir, ignore_errors=True)
+
+
+def _check_folder_target(path: Path, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty folder unless overwrite and it holds only numbered frames."""
+    if path.is_dir():
+        entries = list(path.iterdir())
+        if entries and not overwrite:
+            raise UserError(f"output folder exists and is not empty ({len(entries)} entries); "
+                            "choose another folder or allow overwriting", path)
+        if not all(_FRAME_FILE.match(e.name) and e.is_file() for e in entries):
+            raise UserError("output folder holds files other than numbered frames "
+                            "(000000.png, ...); refusing to overwrite it", path)
+    elif path.exists():
+        raise UserError("output exists and is not a folder; expected a folder for image frames", path)
+
+
+def _reason(error: Exception) -> str:
+    return str(getattr(error, "strerror", None) or error)
+
+
+def _frame_rate(fps: float) -> Fraction:
+    """fps as an exact Fraction; 23.976, 29.97 and 59.94 mean the NTSC rates n*1000/1001."""
+    if not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        raise UserError(f"fps must be a positive number; got {fps!r}")
+    for n in (24, 30, 60):
+        if abs(fps - n * 1000 / 1001) < 0.005:
+            return Fraction(n * 1000, 1001)
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _resolve_format(path: PathLike, fmt: Optional[str]) -> str:
+    valid = ", ".join(SINK_FORMATS)
+    if fmt is not None:
+        key = fmt.lower().lstrip(".").replace("jpeg", "jpg")
+        if key not in SINK_FORMATS:
+            raise UserError(f"unknown output format {fmt!r}; expected one of: {valid}")
+        return key
+    text, target = str(path), Path(path)
+    suffix = target.suffix.lower()
+    if suffix == ".mp4" and not text.endswith(("/", os.sep)):
+        return "mp4"
+    if text.endswith(("/", os.sep)) or target.is_dir() or not suffix:
+        return "png"
+    if suffix in (".png", ".jpg", ".jpeg"):
+        raise UserError(f"{suffix} output is a folder of numbered frames, not one image; give a "
+                        "folder path (e.g. frames/) and the format png or jpg", path)
+    raise UserError(f"unknown output suffix {target.suffix!r}; expected .mp4 or a folder path "
+                    f"(formats: {valid})", path)
+
+
+def open_sink(path: PathLike, fmt: Optional[str] = None, fps: float = 15.0,
+              audio: Optional[PathLike] = None, *, codec: str = "libx264", crf: int = 18,
+              codec_options: Optional[Mapping[str, str]] = None,
+              overwrite: bool = False) -> FrameSink:
+    """Open a sink for BGR uint8 frames at ``path``; use it as a context manager.
+
+    fmt: "mp4" | "png" | "jpg"; None infers it (``.mp4`` -> mp4; no suffix, a trailing ``/`` or
+    an existing folder -> png). png/jpg write a folder of numbered files. fps: video frame rate,
+    also used to keep the audio in sync. audio: a file with an audio stream, muxed into the mp4
+    as AAC and cut to the video's duration. crf: H.264 quality, 0-51, lower is better (``cq``
+    for h264_nvenc); codec_options go to the encoder and override these defaults. overwrite
+    lets a png/jpg folder replace one that holds only numbered frames. Every check on the
+    user's input, the audio file included, happens here, before any output is created.
+    """
+    fmt = _resolve_format(path, fmt)
+    rate = _frame_rate(fps)
+    target = Path(path)
+    if fmt != "mp4" and audio is not None:
+        raise UserError(f"audio can only be muxed into mp4 output; the output format is {fmt}", path)
+    if fmt == "mp4":
+        if codec not in VIDEO_CODECS:
+            raise UserError(f"unknown video codec {codec!r}; expected one of: "
+                            f"{', '.join(VIDEO_CODECS)}")
+        try:
+            av.codec.Codec(codec, "w")
+        except (ValueError, av.FFmpegError):
+            raise UserError(f"the {codec} encoder is not in this PyAV/FFmpeg build") from None
+        if not isinstance(crf, numbers.Real) or not 0 <= crf <= 51:
+            raise UserError(f"crf must be between 0 and 51 (lower is better quality); got {crf!r}")
+        if target.is_dir():
+            raise UserError("output is an existing folder; expected a video file name", path)
+    track = None if audio is None else _AudioTrack(Path(audio))
+    try:
+        if fmt != "mp4":
+            return ImageFolderSink(target, fmt, overwrite=overwrite)
+        options = {"crf": str(crf)} if codec == "libx264" else {"rc": "vbr", "cq": str(int(crf))}
+        options.update(codec_options or {})
+        return Mp4Sink(target, rate, audio=track, codec=codec, codec_options=options)
+    except BaseException as e:
+        if track is not None:
+            track.close()
+        if isinstance(e, OSError):  # no permission, read-only disk, ...
+            raise UserError(f"cannot create the output ({_reason(e)})", path) from None
+        raise
