@@ -129,6 +129,8 @@ def read_source_image(path: Path, config: Pose2ImgConfig) -> np.ndarray:
     """The reference's source image: BGR, crop at (w_bias, h_bias), x/255*2-1, bilinear resize."""
     import cv2
 
+    if not path.is_file():
+        raise UserError("not found; expected the source .jpg/.png", path)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise UserError("cannot read as an image; expected the source .jpg/.png", path)
@@ -434,6 +436,17 @@ def format_table(result: Dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def batch_sizes(text: str) -> List[int]:
+    """'1,4,8' -> [1, 4, 8] (argparse type)."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected comma-separated positive integers, e.g. 1,4,8")
+    return sizes
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -445,7 +458,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--config", help="Pose2Img YAML, e.g. Oliver.yaml; default: built-in Oliver values")
     p.add_argument("--scale", type=float, default=2.5, help="640 / scale = canvas side (default 2.5 -> 256)")
     p.add_argument("--width", type=int, default=64, help="U-Net width (default 64, the published size)")
-    p.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[1, 4, 8],
+    p.add_argument("--batch-sizes", type=batch_sizes, default=[1, 4, 8],
                    help="ours' batch sizes, comma-separated (default 1,4,8)")
     p.add_argument("--frames", type=int, help="use the first N target frames (default: all; synthetic 64)")
     p.add_argument("--min-seconds", type=float, default=20.0, help="minimum timed seconds per cell (default 20)")
@@ -462,9 +475,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.scale, args.width, args.min_seconds = 10.0, 16, 1.0
-    if args.warmup < 2 or args.min_runs < 1 or args.min_seconds < 0 or min(args.batch_sizes) < 1:
-        p.error(f"--warmup {args.warmup} (>= 2), --min-runs {args.min_runs} (>= 1), --min-seconds "
-                f"{args.min_seconds:g} (>= 0), --batch-sizes {args.batch_sizes} (>= 1) out of range")
+    for flag, value, ok, wanted in (("--warmup", args.warmup, args.warmup >= 2, ">= 2"),
+                                    ("--min-runs", args.min_runs, args.min_runs >= 1, ">= 1"),
+                                    ("--min-seconds", args.min_seconds, args.min_seconds >= 0, ">= 0"),
+                                    ("--threads", args.threads, args.threads >= 1, ">= 1")):
+        if not ok:
+            p.error(f"{flag} is {value}; expected {wanted}")
     name = "cpu_pose2img_quick.json" if args.quick else "cpu_pose2img_256.json"
     args.json = Path(args.json) if args.json else REPO_ROOT / "benchmarks" / "results" / name
     return args
@@ -474,6 +490,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     began = time.perf_counter()
+    load = os.getloadavg()[0]
+    if load > 0.5:  # timings of a busy machine are noisy; ratios hold up better than absolute times
+        log.warning("1-minute load average is %.2f before starting; other work will disturb the timings", load)
     header = {"command": sys.argv, "command_line": shlex.join([Path(sys.executable).name] + sys.argv),
               "python_executable": sys.executable,
               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

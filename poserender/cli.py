@@ -118,7 +118,6 @@ def _model_dir_for(model: str, config: Optional[str], scale: Optional[float], wa
                                    else str(config), str(scale), str(warp_mode)]).encode()).hexdigest()[:16]
     cached = _cache_root() / "exports" / key
     if not (cached / "manifest.json").is_file():
-        _log(f"first use of {path.name}: exporting to {cached}")
         export_checkpoint(path, _load_config(config, scale), cached, warp_mode, log=_log)
     return cached
 
@@ -198,6 +197,10 @@ def render(model, source, source_keypoints, keypoints, output, config, scale, wa
     """
     if fps <= 0 or batch < 1:
         raise UserError(f"--fps {fps:g} and --batch {batch} must be positive")
+    for option, value in (("--source", source), ("--source-keypoints", source_keypoints),
+                          ("--keypoints", keypoints), ("--audio", audio)):
+        if value is not None and value != "-" and not Path(value).exists():
+            raise UserError(f"{option} not found", value)
     model_dir = _model_dir_for(model, config, scale, warp_mode)
     _render(model_dir, backend, source_image=Path(source), source_keypoints=Path(source_keypoints),
             keypoints=Path(keypoints), output=Path(output), fmt=fmt, fps=fps,

@@ -107,6 +107,7 @@ def export_checkpoint(checkpoint_path: Union[str, Path], config: Optional[Pose2I
     """Export a reference-format checkpoint (ours or the authors'); ``config`` may be None only
     for our checkpoints, which carry their config."""
     generator, meta = load_generator(checkpoint_path)
+    log(f"exporting {checkpoint_path} to {out_dir}")
     if config is None:
         if not meta.get("config"):
             raise UserError("has no embedded config (an authors' checkpoint?); pass --config CFG.yaml",
