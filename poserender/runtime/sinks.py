@@ -7,6 +7,7 @@ renamed onto it when complete, so a file or folder with the final name is always
 """
 from __future__ import annotations
 
+import abc
 import collections
 import math
 import numbers
@@ -55,7 +56,7 @@ class SinkSummary:
         return f"wrote {self.frames_written} frames{extra} to {self.path}"
 
 
-class FrameSink:
+class FrameSink(abc.ABC):
     """Base sink: checks batches, counts frames, and gives close/abort/``with`` semantics."""
 
     format = ""
@@ -114,14 +115,14 @@ class FrameSink:
         else:
             self.abort()
 
-    def _write_impl(self, frames: np.ndarray) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _write_impl(self, frames: np.ndarray) -> None: ...
 
-    def _close_impl(self) -> SinkSummary:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _close_impl(self) -> SinkSummary: ...
 
-    def _abort_impl(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _abort_impl(self) -> None: ...
 
 
 class _AudioTrack:

@@ -60,11 +60,37 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, generator):
     assert sorted(os.listdir(tmp_path)) == ["g.pth"]
     assert load_checkpoint(path)[1]["step"] == 2
     before = path.read_bytes()
-    # a save that fails half-way (meta cannot be pickled) keeps the old file and leaves no temp file
+    # a save that fails before writing anything (meta cannot be pickled) keeps the old file and
+    # leaves no temp file
     with pytest.raises(Exception):
         save_checkpoint(path, generator, meta={"bad": lambda: None})
     assert sorted(os.listdir(tmp_path)) == ["g.pth"]
     assert path.read_bytes() == before
+
+
+def test_save_interrupted_mid_write_keeps_the_old_file(tmp_path, generator, monkeypatch):
+    """torch.save dies after writing half a file: the destination must still hold the previous
+    checkpoint (the bytes went to a temp file in the same folder), and the temp file is removed."""
+    path = tmp_path / "g.pth"
+    save_checkpoint(path, generator, meta={"step": 1})
+    before = path.read_bytes()
+    written_to = []
+
+    def broken_save(obj, f, *args, **kwargs):
+        written_to.append(os.fspath(f))
+        with open(f, "wb") as out:
+            out.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, generator, meta={"step": 2})
+    monkeypatch.undo()
+    assert len(written_to) == 1 and os.path.dirname(written_to[0]) == str(tmp_path)
+    assert os.path.abspath(written_to[0]) != str(path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["g.pth"]
+    assert load_checkpoint(path)[1]["step"] == 1
 
 
 # ---------------------------------------------------------------------------------------------

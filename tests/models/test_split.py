@@ -85,3 +85,16 @@ def test_missing_joints_change_the_frame(setup):
         all_valid = frame(s["kp_tgt"][1:2], torch.ones(1, 122), s["kp_src"], s["valid_src"],
                           s["parts"], s["background"])
     assert not torch.equal(all_valid, s["frames"][1:2])
+
+
+def test_to_uint8_bgr_rounds_saturates_and_keeps_channel_order():
+    """(y + 1) * 127.5, rounded to nearest, saturated to [0, 255]; (B, 3, H, W) -> (B, H, W, 3) with the
+    channels in the same (BGR) order."""
+    levels = torch.tensor([-1.0, 1.0, -1.5, 2.0, 0.0, 10.4 / 127.5 - 1, 10.6 / 127.5 - 1, 254.7 / 127.5 - 1])
+    expected = torch.tensor([0, 255, 0, 255, 128, 10, 11, 255], dtype=torch.uint8)   # 127.5 -> 128 (half to even)
+    y = torch.stack([levels, levels.flip(0), torch.zeros(8)]).view(1, 3, 2, 4)     # channel 2 = mid grey
+    got = to_uint8_bgr(y)
+    assert got.shape == (1, 2, 4, 3) and got.dtype == torch.uint8
+    assert torch.equal(got[0, ..., 0].reshape(-1), expected)
+    assert torch.equal(got[0, ..., 1].reshape(-1), expected.flip(0))
+    assert torch.equal(got[0, ..., 2], torch.full((2, 4), 128, dtype=torch.uint8))
