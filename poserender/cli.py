@@ -165,9 +165,13 @@ def _render(model_dir: Path, backend: str, **kwargs) -> None:
     fps = stats.frames_out / max(stats.seconds - stats.source_seconds, 1e-9)
     h, w = manifest["canvas"]
     extra = "".join(f", {n} {k}" for k, n in (("held", stats.held), ("skipped", stats.skipped)) if n)
+    if stats.interrupted:
+        extra += ", interrupted"
     click.echo(f"rendered {stats.frames_out}/{stats.frames_in} frames{extra} to {summary.path} "
                f"in {stats.seconds:.1f} s ({fps:.1f} fps after the {stats.source_seconds:.2f} s source stage), "
                f"backend {name}, {h}x{w}")
+    if stats.interrupted:
+        sys.exit(130)
 
 
 @main.command()

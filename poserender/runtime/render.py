@@ -66,6 +66,7 @@ class RenderStats:
     skipped: int = 0
     seconds: float = 0.0
     source_seconds: float = 0.0
+    interrupted: bool = False
 
 
 def target_batches(seq: KeypointSequence, config: Pose2ImgConfig, batch: int, policy: str,
@@ -128,12 +129,18 @@ def render_sequence(engines, config: Pose2ImgConfig, source_image: Path, source_
         batches = target_batches(seq, config, batch, on_bad_frame, stats)
         first = next(batches)   # validate the policy/frames before creating the output
         with open_sink(output, fmt, fps=fps, audio=audio) as sink:
-            for target_xy, target_valid in _chain(first, batches):
-                frames = frame_engine.infer({"target_keypoints": target_xy, "target_valid": target_valid,
-                                             **feed_identity})["frames"]
-                sink.write(frames)
-                stats.frames_out += len(frames)
-                progress(stats.frames_out, len(seq))
+            try:
+                for target_xy, target_valid in _chain(first, batches):
+                    frames = frame_engine.infer({"target_keypoints": target_xy, "target_valid": target_valid,
+                                                 **feed_identity})["frames"]
+                    sink.write(frames)
+                    stats.frames_out += len(frames)
+                    progress(stats.frames_in, len(seq))
+            except KeyboardInterrupt:
+                # Ctrl-C: keep what was rendered as a valid, complete file (DESIGN.md)
+                stats.interrupted = True
+                if sink.frames_written == 0:
+                    raise
             summary = sink.close()
     stats.seconds = time.perf_counter() - started
     return stats, summary
