@@ -46,7 +46,7 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
 
 from poserender.config import Pose2ImgConfig, load_pose2img_config  # noqa: E402
 from poserender.errors import UserError  # noqa: E402
-from poserender.export.onnx_export import export_stage  # noqa: E402
+from poserender.export.pose2img_export import export_generator  # noqa: E402
 from poserender.export.stages import pose2img_stages  # noqa: E402
 from poserender.keypoints import canvas_transform, read_keypoints  # noqa: E402
 from poserender.keypoints.template import gesture_sequence, template_pose  # noqa: E402
@@ -270,9 +270,9 @@ def time_torch_cells(args: argparse.Namespace, inputs: Dict[str, np.ndarray], pi
 
 
 def time_ours(args: argparse.Namespace, inputs: Dict[str, np.ndarray], stages, torch_source: Dict[str, np.ndarray],
-              work: Path) -> Dict[str, object]:
+              work: Path, generator: Pose2ImgGenerator, config: Pose2ImgConfig) -> Dict[str, object]:
     """(b) export both stages, run the source stage once, then time the frame stage per batch size."""
-    (source_spec, source_stage), (frame_spec, frame_stage) = stages
+    (source_spec, _), (frame_spec, _) = stages
     T = len(inputs["target"])
     one_off: Dict[str, float] = {}
 
@@ -284,11 +284,9 @@ def time_ours(args: argparse.Namespace, inputs: Dict[str, np.ndarray], stages, t
 
     source_feed = {"source_image": inputs["image"], "source_keypoints": inputs["source"],
                    "source_valid": inputs["source_valid"]}
-    frame_sample = {"target_keypoints": inputs["target"][:1], "target_valid": inputs["target_valid"][:1],
-                    "source_keypoints": inputs["source"], "source_valid": inputs["source_valid"], **torch_source}
-    log.info("exporting the source and frame stages to ONNX in %s", work)
-    timed("export_source_s", lambda: export_stage(source_stage, source_spec, work / source_spec.file, source_feed))
-    timed("export_frame_s", lambda: export_stage(frame_stage, frame_spec, work / frame_spec.file, frame_sample))
+    log.info("exporting with `poserender export`'s exporter (verified against torch) to %s", work / "model")
+    timed("export_s", lambda: export_generator(generator, config, work / "model", args.warp_mode))
+    work = work / "model"
     source_session = timed("source_session_create_s", lambda: ort_session(work / source_spec.file, args.threads))
     for key in ("source_stage_first_run_s", "source_stage_second_run_s"):
         parts, background = timed(key, lambda: source_session.run(source_spec.output_names, source_feed))
@@ -327,7 +325,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench_pose2img_") as tmp:
         work = Path(args.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        ours_part = time_ours(args, inputs, stages, torch_part["source_outputs"], work)
+        ours_part = time_ours(args, inputs, stages, torch_part["source_outputs"], work, generator, config)
 
     cells = {**torch_part["cells"], **ours_part["cells"]}
     ref = torch_part["frames"]["baseline"]
@@ -420,8 +418,7 @@ def format_table(result: Dict[str, object]) -> str:
                      f"{c['fps']:>9.2f}")
     sp, o, g = result["speedup"], result["one_off"], result["correctness_guard"]
     lines.append(f"source stage (once): ORT {o['source_stage_first_run_s'] * 1e3:.1f} ms first, "
-                 f"{o['source_stage_second_run_s'] * 1e3:.1f} ms second; export {o['export_source_s']:.1f} s + "
-                 f"{o['export_frame_s']:.1f} s")
+                 f"{o['source_stage_second_run_s'] * 1e3:.1f} ms second; export + verification {o['export_s']:.1f} s")
     lines.append("speed-up vs baseline by batch: " + ", ".join(f"b{b} {v:.2f}x" for b, v in sp["by_batch"].items())
                  + f"; split alone {sp['split_only_torch_frame_vs_baseline']:.2f}x"
                  + (f", ORT alone {sp['ort_only_ours_b1_vs_torch_frame']:.2f}x" if sp["ort_only_ours_b1_vs_torch_frame"]

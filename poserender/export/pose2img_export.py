@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..keypoints.template import gesture_sequence, template_pose
 from ..manifest import MANIFEST, sha256_file, write_json_atomic
 from ..models.checkpoint import load_generator
+from ..models.fuse import fuse_upsample_convs
 from ..models.pose2img import Pose2ImgGenerator, Pose2ImgGeometry
 from ..models.warp import WARP_MODES
 from .onnx_export import OPSET, export_stage
@@ -56,7 +57,10 @@ def export_generator(generator: Pose2ImgGenerator, config: Pose2ImgConfig, out_d
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
         raise UserError("exists and is not an exported model folder; choose a new or empty -o folder", out_dir)
     geometry = Pose2ImgGeometry.from_config(config, warp_mode)
+    # graphs are traced from an exactly rewritten copy (fewer multiply-adds) and verified
+    # against the unmodified reference-layout modules
     (source_spec, source_module), (frame_spec, frame_module) = pose2img_stages(generator, geometry)
+    deploy = dict((spec.name, module) for spec, module in pose2img_stages(fuse_upsample_convs(generator), geometry))
     source_feed, target_feed = verification_inputs(geometry.height, geometry.width)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
@@ -70,8 +74,8 @@ def export_generator(generator: Pose2ImgGenerator, config: Pose2ImgConfig, out_d
                                         (frame_spec, frame_module, frame_feed, None)):
             started = time.perf_counter()
             log(f"exporting {spec.name} stage to {spec.file} ...")
-            export_stage(module, spec, work / spec.file, {k: v[:1] if k.startswith("target") else v
-                                                          for k, v in feed.items()})
+            export_stage(deploy[spec.name], spec, work / spec.file,
+                         {k: v[:1] if k.startswith("target") else v for k, v in feed.items()})
             ref = ref if ref is not None else run_torch(module, spec, feed)
             report = compare_outputs(ref, run_onnx(work / spec.file, feed))
             if not passes(report):
@@ -88,7 +92,7 @@ def export_generator(generator: Pose2ImgGenerator, config: Pose2ImgConfig, out_d
             "family": "pose2img", "format_version": 1, "poserender": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "canvas": [geometry.height, geometry.width], "warp_mode": warp_mode, "width": generator.width,
-            "precision": "fp32", "opset": OPSET, "config": config.to_dict(), "checkpoint": checkpoint or {},
+            "precision": "fp32", "opset": OPSET, "graph_rewrites": ["upsample_conv_to_subpixel_2x2"], "config": config.to_dict(), "checkpoint": checkpoint or {},
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__},
             "stages": stages,
         }
