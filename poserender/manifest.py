@@ -4,11 +4,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
 from .errors import UserError
+from .fileio import temp_file_beside
 from .specs import StageSpec
 
 MANIFEST = "manifest.json"
@@ -25,7 +25,7 @@ def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
 
 def write_json_atomic(path: Union[str, Path], data: Dict[str, Any]) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False)
         f.write("\n")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
@@ -17,6 +16,7 @@ import torch
 from .. import __version__
 from ..config import Pose2ImgConfig
 from ..errors import UserError
+from ..fileio import temp_dir_beside
 from ..keypoints.template import gesture_sequence, template_pose
 from ..manifest import MANIFEST, sha256_file, write_json_atomic
 from ..models.checkpoint import load_generator
@@ -63,7 +63,7 @@ def export_generator(generator: Pose2ImgGenerator, config: Pose2ImgConfig, out_d
     deploy = dict((spec.name, module) for spec, module in pose2img_stages(fuse_upsample_convs(generator), geometry))
     source_feed, target_feed = verification_inputs(geometry.height, geometry.width)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    work = temp_dir_beside(out_dir)
     try:
         stages = []
         source_ref = run_torch(source_module, source_spec, source_feed)

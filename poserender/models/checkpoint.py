@@ -7,13 +7,13 @@ block (family, width, warp mode, config, ...) that the reference code ignores.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
 from ..errors import UserError
+from ..fileio import temp_file_beside
 from .pose2img import Pose2ImgGenerator
 
 META_KEY = "poserender"
@@ -83,7 +83,7 @@ def save_checkpoint(path: Union[str, Path], generator: Pose2ImgGenerator, meta: 
     payload: Dict[str, Any] = {"G": generator.state_dict(), META_KEY: {"family": "pose2img",
                                                                        "width": generator.width, **(meta or {})}}
     payload.update(extra or {})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         torch.save(payload, tmp)

@@ -14,7 +14,6 @@ import numbers
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 
 from poserender.errors import UserError
+from poserender.fileio import temp_dir_beside, temp_file_beside
 
 PathLike = Union[str, Path]
 
@@ -213,7 +213,7 @@ class Mp4Sink(FrameSink):
         self.fps, self.codec, self._audio = fps, codec, audio
         self._codec_options = dict(codec_options or {})
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-", suffix=".mp4")
+        fd, tmp = temp_file_beside(path, suffix=".mp4")
         os.close(fd)
         self._tmp_path = Path(tmp)
         try:
@@ -286,7 +286,7 @@ class ImageFolderSink(FrameSink):
         _check_folder_target(path, overwrite)
         self._params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == "jpg" else []
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{path.name}.partial-"))
+        self._tmp_dir = temp_dir_beside(path)
 
     def _write_impl(self, frames: np.ndarray) -> None:
         for image in frames:
