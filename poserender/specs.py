@@ -6,7 +6,7 @@ or the string ``"batch"`` (dynamic, bounded by ``min/opt/max_batch``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import numpy as np
 

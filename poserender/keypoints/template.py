@@ -65,7 +65,7 @@ def gesture_sequence(frames: int, height: int, width: int, seed: int = 0) -> np.
     for t in range(frames):
         pose = base.copy()
         s = t / 12.0
-        for side, (shoulder, elbow, wrist, hand) in enumerate(((2, 3, 4, slice(101, 122)),
+        for side, (_shoulder, elbow, wrist, hand) in enumerate(((2, 3, 4, slice(101, 122)),
                                                                (5, 6, 7, slice(80, 101)))):
             lift = 0.10 * (1 + np.sin(s + phase[side]))
             sign = -1 if side == 0 else 1

@@ -17,7 +17,7 @@ For deployment the work is split by what it depends on:
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Tuple
 
 import torch
 from torch import nn

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pytest
 import torch
 
 from poserender.models.pose2img import (FrameStage, FullPipeline, Pose2ImgGeometry, SourceStage,
