@@ -181,6 +181,9 @@ def _derive_backends(packages: Dict[str, Dict[str, Any]],
             out[backend] = (False, f"onnxruntime {ort_info['error']}")
         elif provider not in providers:
             hint = "" if backend == "ort-cpu" else " (install onnxruntime-gpu)"
+            if backend != "ort-cpu" and len(ort_distributions()) > 1:
+                hint = (" (onnxruntime and onnxruntime-gpu are both installed and shadow each other: "
+                        "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu)")
             out[backend] = (False, f"{provider} not in onnxruntime providers{hint}")
         elif backend != "ort-cpu" and gpus == 0:
             out[backend] = (False, no_gpu)
@@ -198,6 +201,22 @@ def _derive_backends(packages: Dict[str, Dict[str, Any]],
     else:
         out["trt"] = (True, f"TensorRT {trt_info['version']}, {gpus} GPU(s)")
     return {name: out[name] for name in BACKENDS}
+
+
+def ort_distributions() -> Tuple[str, ...]:
+    """Installed pip distributions that provide the ``onnxruntime`` module. Only one may be
+    installed: with both, the CPU wheel's files win and the CUDA providers vanish
+    (microsoft/onnxruntime#26996)."""
+    from importlib import metadata
+
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(dist)
+    return tuple(found)
 
 
 def backend_availability() -> Dict[str, Tuple[bool, str]]:

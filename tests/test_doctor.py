@@ -203,3 +203,12 @@ def test_nvidia_smi_failures_are_text(monkeypatch, kwargs, error):
     assert result["gpus"] == [] and result["error"].startswith(error)
     report = doctor.format_report(doctor.collect())
     assert f"  driver       {result['error']}" in report
+
+
+def test_both_onnxruntime_wheels_are_named_as_the_cause(monkeypatch):
+    from poserender import doctor
+
+    monkeypatch.setattr(doctor, "ort_distributions", lambda: ("onnxruntime", "onnxruntime-gpu"))
+    backends = doctor.backend_availability()
+    assert backends["ort-cpu"][0]
+    assert not backends["ort-cuda"][0] and "both installed" in backends["ort-cuda"][1]
