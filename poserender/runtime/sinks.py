@@ -8,7 +8,6 @@ renamed onto it when complete, so a file or folder with the final name is always
 from __future__ import annotations
 
 import abc
-import collections
 import math
 import numbers
 import os
@@ -17,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Deque, Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import av
 import cv2
@@ -25,6 +24,7 @@ import numpy as np
 
 from poserender.errors import UserError
 from poserender.fileio import temp_dir_beside, temp_file_beside
+from poserender.runtime.audio import AudioTrack, reason
 
 PathLike = Union[str, Path]
 
@@ -35,7 +35,6 @@ SINK_FORMATS: Dict[str, str] = {
 }
 VIDEO_CODECS: Tuple[str, ...] = ("libx264", "h264_nvenc")
 # Sample rates the AAC encoder accepts; other input rates are resampled to 48 kHz.
-_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 _FRAME_FILE = re.compile(r"^\d{6,}\.(png|jpg)$")
 
 
@@ -125,78 +124,6 @@ class FrameSink(abc.ABC):
     def _abort_impl(self) -> None: ...
 
 
-class _AudioTrack:
-    """An audio file, decoded lazily and re-encoded to AAC; its t=0 is the video's frame 0."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        if not path.is_file():
-            raise UserError("audio file not found", path)
-        try:
-            self._input = av.open(str(path))
-        except (av.FFmpegError, OSError, ValueError) as e:
-            raise UserError(f"cannot open as audio ({_reason(e)})", path) from None
-        if not self._input.streams.audio:
-            self._input.close()
-            raise UserError("has no audio stream; expected e.g. a .wav or an .mp4 with audio", path)
-        stream = self._input.streams.audio[0]
-        self.rate = stream.rate if stream.rate in _AAC_RATES else 48000
-        self.layout = "mono" if stream.codec_context.channels == 1 else "stereo"
-        self._decoded = self._input.decode(stream)
-        self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
-        self._pending: Deque[np.ndarray] = collections.deque()  # (channels, samples) float32
-        self._flushed = False
-        self._stream = None
-        self.samples_sent = 0
-        # Decode the first chunk now, so an undecodable stream fails before any output exists.
-        if not self._refill():
-            self.close()
-            raise UserError("has an audio stream but no decodable audio", path)
-
-    def add_stream_to(self, container) -> None:
-        self._stream = container.add_stream("aac", rate=self.rate)
-        self._stream.layout = self.layout
-        self._stream.format = "fltp"
-
-    def _refill(self) -> bool:
-        """Decode until a resampled chunk is pending; False at the end of the audio."""
-        while not self._pending:
-            try:
-                decoded = next(self._decoded, None)
-            except av.FFmpegError as e:
-                self.close()
-                raise UserError(f"audio decoding failed ({_reason(e)})", self.path) from None
-            if decoded is None:
-                if self._flushed:
-                    return False
-                self._flushed = True  # resample(None) below drains the resampler
-            for chunk in self._resampler.resample(decoded):
-                if chunk.samples:
-                    self._pending.append(chunk.to_ndarray())
-        return True
-
-    def encode_until(self, container, total_samples: int) -> None:
-        """Encode and mux audio up to ``total_samples`` from its start, or to its end."""
-        while self.samples_sent < total_samples and (self._pending or self._refill()):
-            chunk = self._pending.popleft()
-            n = min(chunk.shape[1], total_samples - self.samples_sent)
-            if n < chunk.shape[1]:
-                self._pending.appendleft(chunk[:, n:])
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk[:, :n]), format="fltp",
-                                               layout=self.layout)
-            frame.sample_rate, frame.time_base = self.rate, Fraction(1, self.rate)
-            frame.pts = self.samples_sent
-            self.samples_sent += n
-            container.mux(self._stream.encode(frame))
-
-    def finish(self, container) -> None:
-        container.mux(self._stream.encode(None))
-        self.close()
-
-    def close(self) -> None:
-        self._input.close()
-
-
 class Mp4Sink(FrameSink):
     """H.264 (yuv420p) in an .mp4, optionally with an audio track re-encoded to AAC.
 
@@ -207,7 +134,7 @@ class Mp4Sink(FrameSink):
 
     format = "mp4"
 
-    def __init__(self, path: Path, fps: Fraction, audio: Optional[_AudioTrack] = None,
+    def __init__(self, path: Path, fps: Fraction, audio: Optional[AudioTrack] = None,
                  codec: str = "libx264", codec_options: Optional[Mapping[str, str]] = None):
         super().__init__(path)
         self.fps, self.codec, self._audio = fps, codec, audio
@@ -234,7 +161,7 @@ class Mp4Sink(FrameSink):
             video.codec_context.open()
         except av.FFmpegError as e:
             raise UserError(f"cannot open the {self.codec} encoder for {width}x{height} frames "
-                            f"({_reason(e)})", self.path) from None
+                            f"({reason(e)})", self.path) from None
         self._video = video
         if self._audio is not None:  # every stream must exist before the first packet is muxed
             self._audio.add_stream_to(self._container)
@@ -320,10 +247,6 @@ def _check_folder_target(path: Path, overwrite: bool) -> None:
         raise UserError("output exists and is not a folder; expected a folder for image frames", path)
 
 
-def _reason(error: Exception) -> str:
-    return str(getattr(error, "strerror", None) or error)
-
-
 def _frame_rate(fps: float) -> Fraction:
     """fps as an exact Fraction; 23.976, 29.97 and 59.94 mean the NTSC rates n*1000/1001."""
     if not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
@@ -385,7 +308,7 @@ def open_sink(path: PathLike, fmt: Optional[str] = None, fps: float = 15.0,
             raise UserError(f"crf must be between 0 and 51 (lower is better quality); got {crf!r}")
         if target.is_dir():
             raise UserError("output is an existing folder; expected a video file name", path)
-    track = None if audio is None else _AudioTrack(Path(audio))
+    track = None if audio is None else AudioTrack(Path(audio))
     try:
         if fmt != "mp4":
             return ImageFolderSink(target, fmt, overwrite=overwrite)
@@ -396,5 +319,5 @@ def open_sink(path: PathLike, fmt: Optional[str] = None, fps: float = 15.0,
         if track is not None:
             track.close()
         if isinstance(e, OSError):  # no permission, read-only disk, ...
-            raise UserError(f"cannot create the output ({_reason(e)})", path) from None
+            raise UserError(f"cannot create the output ({reason(e)})", path) from None
         raise
