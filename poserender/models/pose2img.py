@@ -17,6 +17,7 @@ For deployment the work is split by what it depends on:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Dict, Tuple
 
 import torch
@@ -75,13 +76,19 @@ class Pose2ImgGenerator(nn.Module):
         H, W = src_in.shape[-2:]
         src_mask = self.source_mask(src_in, pose_src, mask_prior)
         parts = src_in.unsqueeze(1) * src_mask[:, 1:].unsqueeze(2)     # (B, K, 3, H, W)
-        warp = LimbWarp(H, W, warp_mode).to(src_in.device)
-        warped = warp(parts, transforms_from_reference_layout(trans_in))
+        warped = _cached_warp(int(H), int(W), warp_mode, str(src_in.device))(
+            parts, transforms_from_reference_layout(trans_in))
         fg, fg_mask = self.foreground(warped, pose_tgt)
         bg = self.background(src_in, src_mask, pose_src)
         y = fg * fg_mask + bg * (1 - fg_mask)
         return {"src_mask": src_mask, "warped_stack": torch.cat([src_in * src_mask[:, :1], warped], 1),
                 "fg_tgt": fg, "fg_mask": fg_mask.expand(-1, 3, -1, -1), "bg_tgt": bg, "y": y}
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_warp(height: int, width: int, mode: str, device: str) -> LimbWarp:
+    """The full forward's warp module (its grid and corner tables), built once per canvas."""
+    return LimbWarp(height, width, mode).to(device)
 
 
 def to_uint8_bgr(y: torch.Tensor) -> torch.Tensor:
