@@ -76,15 +76,17 @@ def target_batches(seq: KeypointSequence, config: Pose2ImgConfig, batch: int, po
         raise UserError(f"--on-bad-frame {policy!r}; expected one of {', '.join(BAD_FRAME_POLICIES)}")
     canvas = canvas_transform(seq.xy, config).astype(np.float32)
     valid = seq.valid.astype(np.float32)
-    good = np.flatnonzero(~seq.bad)
+    # a frame without a single detected joint (OpenPose found no person) is a bad frame too
+    bad = seq.bad | ~seq.valid.any(axis=1)
+    good = np.flatnonzero(~bad)
     if good.size == 0:
         raise UserError("no usable frame in the keypoint file (every frame is bad)", seq.path)
     last_good = int(good[0])
     pending_xy, pending_valid = [], []
     for t in range(len(seq)):
         stats.frames_in += 1
-        if seq.bad[t]:
-            reason = seq.bad_reasons.get(t, "bad frame")
+        if bad[t]:
+            reason = seq.bad_reasons.get(t, "no person detected" if not seq.bad[t] else "bad frame")
             if policy == "error":
                 raise UserError(f"frame {t}: {reason} (--on-bad-frame error)", seq.path)
             if policy == "skip":

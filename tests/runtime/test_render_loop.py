@@ -112,3 +112,19 @@ def test_source_image_reference_preprocessing(tmp_path):
     assert half.shape == (1, 3, 24, 32) and np.allclose(half[0].transpose(1, 2, 0), reference, atol=1e-6)
     with pytest.raises(UserError, match="expected at least 74 x 69"):
         load_source_image(tmp_path / "im.png", Pose2ImgConfig(img_h=64, img_w=64, w_bias=10, h_bias=5))
+
+
+def test_frame_without_any_joint_follows_the_bad_frame_policy():
+    """OpenPose found nobody: every joint invalid. Held like a NaN frame, or refused with 'error'."""
+    from poserender.keypoints import KeypointSequence
+
+    xy = np.zeros((3, 122, 2))
+    xy[:, 1, 0] = [3, 0, 9]
+    valid = np.ones((3, 122), bool)
+    valid[1] = False
+    seq = KeypointSequence(xy=xy, valid=valid, path="people.json", bad=np.zeros(3, bool))
+    stats = RenderStats()
+    (poses, validity), = list(target_batches(seq, CONFIG, 8, "hold", stats))
+    assert stats.held == 1 and poses[1, 1, 0] == 3 and validity[1].all()
+    with pytest.raises(UserError, match="frame 1: no person detected"):
+        list(target_batches(seq, CONFIG, 8, "error", RenderStats()))
