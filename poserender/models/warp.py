@@ -27,6 +27,15 @@ from torch.nn import functional as F
 WARP_MODES = ("legacy", "exact")
 
 
+def _table_offset(part_batch: int, batch: int, limbs: int, rows: int, device) -> torch.Tensor:
+    """(B or 1, K, 1) first table row of each (frame, limb) block; the parts (and so the table)
+    have batch 1 when one identity serves a batch of frames."""
+    offset = torch.arange(limbs, device=device).view(1, limbs, 1) * rows
+    if part_batch != 1:
+        offset = offset + torch.arange(batch, device=device).view(batch, 1, 1) * (limbs * rows)
+    return offset
+
+
 class LimbWarp(nn.Module):
     """Warp K masked source images by K per-frame transforms.
 
@@ -78,10 +87,7 @@ class LimbWarp(nn.Module):
         edge = F.pad(parts.flatten(0, 1), [0, 1, 0, 1], mode="replicate")            # (P*K, C, H+1, W+1)
         table = torch.cat([edge[:, :, :H, :W], edge[:, :, 1:, :W], edge[:, :, :H, 1:], edge[:, :, 1:, 1:]], 1)
         table = table.permute(0, 2, 3, 1).reshape(-1, 4 * channels)                  # (P*K*H*W, 4C)
-        offset = torch.arange(limbs, device=x.device).view(1, limbs, 1) * (H * W)
-        if parts.shape[0] != 1:
-            offset = offset + torch.arange(batch, device=x.device).view(batch, 1, 1) * (limbs * H * W)
-        index = (y0 * W + x0).to(torch.int64) + offset
+        index = (y0 * W + x0).to(torch.int64) + _table_offset(parts.shape[0], batch, limbs, H * W, x.device)
         return self._blend(table[index.reshape(-1)], dx, dy, batch, limbs, channels)
 
     def _legacy(self, parts: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -97,10 +103,8 @@ class LimbWarp(nn.Module):
         dx = torch.clamp(k + 1, 0, Wp - 1) - u
         dy = torch.clamp(k + 1, 0, Hp - 1) - u
         row = torch.clamp(k, -1, rows - 2).to(torch.int64) + 1                        # table row of k
-        offset = torch.arange(limbs, device=u.device).view(1, limbs, 1) * rows
-        if parts.shape[0] != 1:
-            offset = offset + torch.arange(batch, device=u.device).view(batch, 1, 1) * (limbs * rows)
-        return self._blend(table[(row + offset).reshape(-1)], dx, dy, batch, limbs, channels)
+        row = row + _table_offset(parts.shape[0], batch, limbs, rows, u.device)
+        return self._blend(table[row.reshape(-1)], dx, dy, batch, limbs, channels)
 
     def _blend(self, corners: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
                batch: int, limbs: int, channels: int) -> torch.Tensor:
