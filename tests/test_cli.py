@@ -247,3 +247,23 @@ def test_fixture_frames_through_cli(backend, tmp_path_factory):
         got = cv2.imread(str(tmp / "out" / f"{i:06d}.png"))
         diff = np.abs(expected.astype(int) - got.astype(int))
         assert (diff > 2).mean() <= 1e-3, (f, diff.max(), (diff > 2).mean())
+
+
+def test_every_registered_command_imports_and_has_help():
+    """The lazy registry in poserender.cli points at real click commands with a help text."""
+    from poserender.cli import COMMANDS
+
+    result = run("--help")
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+        sub = run(name, "--help")
+        assert sub.exit_code == 0 and "Usage:" in sub.output, (name, sub.output)
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from click.testing import CliRunner; from poserender.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -1,0 +1,1 @@
+"""The click commands of `poserender`, one module each (registered lazily in poserender.cli)."""
