@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import UserError
 from ..manifest import stage_specs
@@ -13,20 +13,31 @@ from .base import Engine
 BACKENDS = ("auto", "ort-cpu", "torch")
 
 
-def _torch_stage_loader(manifest: Dict[str, Any], stage_name: str):
-    def load():
-        from ..config import Pose2ImgConfig
-        from ..models.checkpoint import load_generator
-        from ..models.pose2img import FrameStage, Pose2ImgGeometry, SourceStage
+def _pose2img_torch_stage(manifest: Dict[str, Any], stage_name: str):
+    from ..config import Pose2ImgConfig
+    from ..models.checkpoint import load_generator
+    from ..models.pose2img import FrameStage, Pose2ImgGeometry, SourceStage
 
-        ckpt = manifest.get("checkpoint", {}).get("path")
-        if not ckpt or not Path(ckpt).is_file():
-            raise UserError(f"--backend torch needs the checkpoint this model was exported from "
-                            f"({ckpt or 'not recorded'}), and it is not there; use --backend ort-cpu")
-        generator, _ = load_generator(ckpt)
-        geometry = Pose2ImgGeometry.from_config(Pose2ImgConfig.from_dict(manifest["config"]), manifest["warp_mode"])
-        return (SourceStage if stage_name == "source" else FrameStage)(generator, geometry)
-    return load
+    ckpt = manifest.get("checkpoint", {}).get("path")
+    if not ckpt or not Path(ckpt).is_file():
+        raise UserError(f"--backend torch needs the checkpoint this model was exported from "
+                        f"({ckpt or 'not recorded'}), and it is not there; use --backend ort-cpu")
+    generator, _ = load_generator(ckpt)
+    geometry = Pose2ImgGeometry.from_config(Pose2ImgConfig.from_dict(manifest["config"]), manifest["warp_mode"])
+    return (SourceStage if stage_name == "source" else FrameStage)(generator, geometry)
+
+
+#: manifest "family" -> function(manifest, stage_name) -> the torch module of that stage
+TORCH_STAGE_BUILDERS: Dict[str, Callable[[Dict[str, Any], str], Any]] = {
+    "pose2img": _pose2img_torch_stage,
+}
+
+
+def _torch_stage_loader(manifest: Dict[str, Any], stage_name: str):
+    family = manifest.get("family", "pose2img")
+    if family not in TORCH_STAGE_BUILDERS:
+        raise UserError(f"--backend torch does not know model family {family!r}; use --backend ort-cpu")
+    return lambda: TORCH_STAGE_BUILDERS[family](manifest, stage_name)
 
 
 def resolve_backend(name: str) -> str:
@@ -45,13 +56,21 @@ def resolve_backend(name: str) -> str:
     return name
 
 
-def stage_engines(model_dir: Path, manifest: Dict[str, Any], backend: str) -> Tuple[str, List[Engine]]:
-    """(resolved backend name, engines in stage order)."""
+def stage_engines(model_dir: Path, manifest: Dict[str, Any], backend: str, device: Optional[str] = None,
+                  threads: Optional[int] = None) -> Tuple[str, List[Engine]]:
+    """(resolved backend name, engines in stage order).
+
+    ``device`` is where the engines run: None or "cpu" for the CPU backends (GPU backends take a
+    device index as a string, e.g. "0"); ``threads`` caps ONNX Runtime's intra-op threads (for
+    several CPU workers side by side).
+    """
     backend = resolve_backend(backend)
+    if device not in (None, "cpu"):
+        raise UserError(f"backend {backend} runs on the CPU; device {device!r} needs a GPU backend")
     engines: List[Engine] = []
     for spec in stage_specs(manifest):
         if backend == "ort-cpu":
-            engines.append(ort_engine.OrtEngine(spec, Path(model_dir) / spec.file))
+            engines.append(ort_engine.OrtEngine(spec, Path(model_dir) / spec.file, threads=threads))
         else:
             engines.append(torch_engine.TorchEngine(spec, _torch_stage_loader(manifest, spec.name)))
     return backend, engines
