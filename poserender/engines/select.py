@@ -9,8 +9,9 @@ from ..manifest import stage_specs
 from . import ort_engine, torch_engine
 from .base import Engine
 
-#: backends this build can run; GPU ones arrive with the GPU issue
-BACKENDS = ("auto", "ort-cpu", "torch")
+#: every backend name; the GPU ones (after "torch") take a device index
+BACKENDS = ("auto", "ort-cpu", "torch", "torch-cuda", "ort-cuda", "ort-trt", "trt")
+GPU_BACKENDS = ("torch-cuda", "ort-cuda", "ort-trt", "trt")
 
 
 def _pose2img_torch_stage(manifest: Dict[str, Any], stage_name: str):
@@ -49,6 +50,13 @@ def resolve_backend(name: str) -> str:
         if torch_engine.is_available():
             return "torch"
         raise UserError("no usable backend: install onnxruntime (pip install onnxruntime) or torch")
+    if name in GPU_BACKENDS:
+        from ..doctor import backend_availability
+
+        usable, reason = backend_availability()[name]
+        if not usable:
+            raise UserError(f"backend {name} is not usable here: {reason}; run `poserender doctor`")
+        return name
     available = {"ort-cpu": ort_engine.is_available, "torch": torch_engine.is_available}[name]()
     if not available:
         raise UserError(f"backend {name} is not usable here ({'onnxruntime' if name == 'ort-cpu' else 'torch'} "
@@ -57,20 +65,52 @@ def resolve_backend(name: str) -> str:
 
 
 def stage_engines(model_dir: Path, manifest: Dict[str, Any], backend: str, device: Optional[str] = None,
-                  threads: Optional[int] = None) -> Tuple[str, List[Engine]]:
+                  threads: Optional[int] = None, precision: Optional[str] = None,
+                  cuda_graphs: bool = False) -> Tuple[str, List[Engine]]:
     """(resolved backend name, engines in stage order).
 
-    ``device`` is where the engines run: None or "cpu" for the CPU backends (GPU backends take a
-    device index as a string, e.g. "0"); ``threads`` caps ONNX Runtime's intra-op threads (for
-    several CPU workers side by side).
+    ``device`` is where the engines run: None or "cpu" for the CPU backends; GPU backends take a
+    device index as a string, e.g. "0" (default "0"). ``threads`` caps ONNX Runtime's intra-op
+    threads (for several CPU workers side by side). ``precision`` (fp32/fp16/bf16) applies to
+    torch-cuda, ort-trt and trt (default: fp32, or for trt the precision of the last build);
+    ``cuda_graphs`` to torch-cuda and trt.
     """
     backend = resolve_backend(backend)
-    if device not in (None, "cpu"):
-        raise UserError(f"backend {backend} runs on the CPU; device {device!r} needs a GPU backend")
+    if backend not in GPU_BACKENDS:
+        if device not in (None, "cpu"):
+            raise UserError(f"backend {backend} runs on the CPU; device {device!r} needs a GPU backend "
+                            f"({', '.join(GPU_BACKENDS)})")
+        if precision not in (None, "fp32"):
+            raise UserError(f"backend {backend} runs in fp32; --precision {precision} needs a GPU backend")
+    elif device is None:
+        device = "0"
+    elif not str(device).isdigit():
+        raise UserError(f"backend {backend} needs a GPU index as device, e.g. 0; got {device!r}")
     engines: List[Engine] = []
     for spec in stage_specs(manifest):
         if backend == "ort-cpu":
             engines.append(ort_engine.OrtEngine(spec, Path(model_dir) / spec.file, threads=threads))
-        else:
+        elif backend == "torch":
             engines.append(torch_engine.TorchEngine(spec, _torch_stage_loader(manifest, spec.name)))
+        else:
+            engines.append(_gpu_engine(backend, spec, Path(model_dir), manifest, int(device), precision, cuda_graphs))
     return backend, engines
+
+
+def _gpu_engine(backend: str, spec, model_dir: Path, manifest: Dict[str, Any], device: int,
+                precision: Optional[str], cuda_graphs: bool) -> Engine:
+    if backend == "torch-cuda":
+        return torch_engine.TorchEngine(spec, _torch_stage_loader(manifest, spec.name), device=f"cuda:{device}",
+                                        precision=precision or "fp32", cuda_graphs=cuda_graphs)
+    if backend == "ort-cuda":
+        if precision not in (None, "fp32"):
+            raise UserError(f"ort-cuda runs the fp32 graph; --precision {precision} needs ort-trt, trt or torch-cuda")
+        return ort_engine.OrtEngine(spec, model_dir / spec.file, providers=ort_engine.cuda_providers(device),
+                                    device_id=device)
+    if backend == "ort-trt":
+        return ort_engine.OrtEngine(spec, model_dir / spec.file, device_id=device,
+                                    providers=ort_engine.tensorrt_providers(device, model_dir, precision or "fp32", spec))
+    from .trt_engine import TrtEngine
+
+    precision = precision or (manifest.get("build") or {}).get("precision")
+    return TrtEngine(spec, model_dir, manifest, device, precision, cuda_graphs)

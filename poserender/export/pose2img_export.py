@@ -25,6 +25,7 @@ from ..models.pose2img import Pose2ImgGenerator, Pose2ImgGeometry
 from ..models.warp import WARP_MODES
 from .onnx_export import OPSET, export_stage
 from .stages import pose2img_stages
+from .trt_check import check_onnx
 from .verify import compare_outputs, passes, run_onnx, run_torch
 
 
@@ -80,7 +81,10 @@ def export_generator(generator: Pose2ImgGenerator, config: Pose2ImgConfig, out_d
             report = compare_outputs(ref, run_onnx(work / spec.file, feed))
             if not passes(report):
                 raise UserError(f"{spec.name} stage: ONNX Runtime disagrees with torch: {report}")
+            readiness = check_onnx(work / spec.file, spec)   # recorded, not fatal: CPU backends do not need it
+            log(f"  {readiness.summary()}")
             stages.append({**spec.to_dict(), "sha256": sha256_file(work / spec.file),
+                           "tensorrt_readiness": readiness.to_dict(),
                            "verification": {"backend": "ort-cpu", "batch": int(next(iter(feed.values())).shape[0]),
                                             "outputs": report},
                            "export_seconds": round(time.perf_counter() - started, 2)})

@@ -95,9 +95,10 @@ def to_uint8_bgr(y: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, ``clip(round((y + 1) * 127.5))``.
 
     Same as the reference's ``((y + 1) / 2) * 255`` written by ``cv2.imwrite`` (round to
-    nearest, saturate). Channels stay BGR: the networks work in OpenCV order.
+    nearest, saturate). Channels stay BGR: the networks work in OpenCV order. The cast comes last:
+    TensorRT accepts a uint8 network output only straight from a Cast (NVIDIA/TensorRT#3985).
     """
-    return torch.clamp(torch.round((y + 1.0) * 127.5), 0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return torch.clamp(torch.round((y + 1.0) * 127.5), 0, 255).permute(0, 2, 3, 1).to(torch.uint8)
 
 
 class SourceStage(nn.Module):

@@ -1,0 +1,354 @@
+"""``poserender build``: ONNX stages -> TensorRT plans, per stage and per device.
+
+* The optimisation profile comes from the StageSpec (min/opt/max batch on the "batch" axes).
+* ``--precision fp16|bf16`` sets the builder flag and pins to FP32 (OBEY_PRECISION_CONSTRAINTS)
+  every layer known to be unsafe in reduced precision: normalisation, softmax, warps and
+  gathers of coordinates, reductions, exp/log/pow/sqrt/division, and everything outside the
+  convolutional trunk (a node's trunk is the first component of its scope name, e.g.
+  ``/unet_stageC/...``; scopes without a convolution are pre/post-processing on canvas-pixel
+  coordinates, whose squares overflow FP16). The pinned layers are named in the manifest.
+* A reduced-precision plan that produces NaN/inf on the verification inputs fails the build
+  with the layers that cause it, found by bisection (pinning halves of the trunk to FP32).
+* The timing cache is kept per GPU model and TensorRT version, and reused by every build.
+* A progress line shows the elapsed time while TensorRT builds.
+
+Everything that needs TensorRT is imported inside functions; the policy pieces
+(:func:`fp32_nodes`, :func:`profile_shapes`, :func:`find_nonfinite_layers`,
+:func:`timing_cache_file`) are plain code and tested on a CPU.
+"""
+from __future__ import annotations
+
+import datetime
+import re
+import sys
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, TextIO, Tuple
+
+import numpy as np
+
+from ..errors import UserError
+from ..specs import StageSpec
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+OPTIMIZATION_LEVELS = range(0, 6)        # TensorRT's builder_optimization_level, default 3
+TRUNK_OPS = frozenset({"Conv", "ConvTranspose"})
+#: op -> why it stays FP32. BatchNormalization is not here: TensorRT folds it into the conv.
+UNSAFE_OPS = {
+    **dict.fromkeys(("InstanceNormalization", "LayerNormalization", "GroupNormalization", "LpNormalization",
+                     "MeanVarianceNormalization", "RMSNormalization"), "normalisation"),
+    **dict.fromkeys(("Softmax", "LogSoftmax"), "softmax"),
+    **dict.fromkeys(("GridSample", "GatherElements", "GatherND"), "warp"),
+    **dict.fromkeys(("ReduceSum", "ReduceMean", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp", "ReduceProd",
+                     "CumSum"), "reduction"),
+    **dict.fromkeys(("Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Div"), "exp/log/pow/div"),
+}
+INSTALL_HINT = ("TensorRT is not installed here: on a machine with an NVIDIA GPU run "
+                "`pip install tensorrt pycuda` (TensorRT's wheels download from NVIDIA's index, "
+                "pypi.nvidia.com), or `pip install \".[gpu]\"`; `poserender doctor` shows what is usable")
+
+
+def require_tensorrt():
+    """The tensorrt module, or a UserError that says how to get it."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    return tensorrt
+
+
+def _scope(node_name: str) -> str:
+    parts = [p for p in node_name.split("/") if p]
+    return parts[0] if len(parts) > 1 else ""
+
+
+def fp32_nodes(model) -> "OrderedDict[str, str]":
+    """ONNX node name -> why it stays FP32 in a reduced-precision build (float outputs only)."""
+    import onnx
+    from onnx import TensorProto
+
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - without inferred types every output counts as float
+        pass
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)}
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.UNDEFINED)
+    trunk = {_scope(n.name) for n in model.graph.node if n.op_type in TRUNK_OPS} - {""}
+    pinned: "OrderedDict[str, str]" = OrderedDict()
+    for node in model.graph.node:
+        if node.op_type in ("Constant", "Identity") or not any(types.get(o, 0) in floats for o in node.output):
+            continue
+        reason = UNSAFE_OPS.get(node.op_type)
+        if reason is None and _scope(node.name) not in trunk:
+            reason = f"pre/post-processing ({_scope(node.name) or 'top level'})"
+        if reason:
+            pinned[node.name] = reason
+    return pinned
+
+
+def profile_shapes(spec: StageSpec) -> Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
+    """(min, opt, max) shapes of every input with a batch axis (static inputs need none)."""
+    return {t.name: tuple(t.concrete_shape(b) for b in (spec.min_batch, spec.opt_batch, spec.max_batch))
+            for t in spec.inputs if "batch" in t.shape}
+
+
+def timing_cache_file(cache_dir: Path, gpu_name: str, compute_capability: str, tensorrt_version: str) -> Path:
+    """One timing cache per GPU model and TensorRT version (timings do not carry across either)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
+    return Path(cache_dir) / f"{slug}-sm{compute_capability.replace('.', '')}-trt{tensorrt_version}.timing"
+
+
+def plan_file(stage: str, precision: str, device: int) -> str:
+    return f"{stage}.{precision}.gpu{device}.plan"
+
+
+def find_nonfinite_layers(candidates: Sequence[str], nonfinite: Callable[[FrozenSet[str]], bool],
+                          max_checks: int = 64) -> List[str]:
+    """A small set of ``candidates`` that must be FP32 for finite output.
+
+    ``nonfinite(pinned)`` builds with ``pinned`` forced to FP32 and says whether the output
+    still has NaN/inf. Group testing: if pinning one half fixes it, recurse there; otherwise
+    the causes sit in both halves and each half is searched with the other one pinned.
+    """
+    checks = [0]
+
+    def still_bad(pinned: FrozenSet[str]) -> bool:
+        checks[0] += 1
+        if checks[0] > max_checks:
+            raise UserError(f"NaN/inf bisection gave up after {max_checks} builds; build with --precision fp32")
+        return nonfinite(pinned)
+
+    def search(cands: List[str], base: FrozenSet[str]) -> List[str]:
+        if len(cands) == 1:
+            return cands
+        left, right = cands[:len(cands) // 2], cands[len(cands) // 2:]
+        if not still_bad(base | frozenset(left)):
+            return search(left, base)
+        if not still_bad(base | frozenset(right)):
+            return search(right, base)
+        found_left = search(left, base | frozenset(right))
+        return found_left + search(right, base | frozenset(found_left))
+
+    candidates = list(candidates)
+    if not candidates or still_bad(frozenset(candidates)):
+        return []      # not a precision problem: FP32 everywhere is still non-finite
+    return search(candidates, frozenset())
+
+
+class ElapsedLine:
+    """``building frame fp16 on GPU 0 ... 42 s`` rewritten once a second on a terminal; always a
+    final line with the total, so a silent 10-minute build is never silent."""
+
+    def __init__(self, label: str, stream: TextIO = sys.stderr, interval: float = 1.0):
+        self.label, self.stream, self.interval = label, stream, interval
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+        self._stop = threading.Event()
+        self.seconds = 0.0
+
+    def __enter__(self) -> "ElapsedLine":
+        self._started = time.perf_counter()
+        self.stream.write(f"{self.label} ...")
+        self.stream.flush()
+        if self.live:
+            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread.start()
+        return self
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.stream.write(f"\r{self.label} ... {time.perf_counter() - self._started:.0f} s ")
+            self.stream.flush()
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self._stop.set()
+        if self.live:
+            self._thread.join()
+        self.seconds = time.perf_counter() - self._started
+        verdict = "failed" if exc_type else "done"
+        self.stream.write(f"\r{self.label} ... {verdict} in {self.seconds:.1f} s\n")
+        self.stream.flush()
+
+
+def build_plan(onnx_path: Path, spec: StageSpec, precision: str, pinned: Sequence[str],
+               timing_cache: Optional[Path], optimization_level: int = 3) -> Tuple[bytes, List[str]]:
+    """Serialized plan bytes and the layer names actually pinned to FP32 (TensorRT 10 API;
+    the caller has made the target GPU current)."""
+    trt = require_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)                  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise UserError(f"TensorRT cannot parse it: {errors}", onnx_path)
+    config = builder.create_builder_config()
+    config.builder_optimization_level = int(optimization_level)
+    profile = builder.create_optimization_profile()
+    for name, (low, opt, high) in profile_shapes(spec).items():
+        profile.set_shape(name, low, opt, high)
+    config.add_optimization_profile(profile)
+    pinned_layers: List[str] = []
+    if precision != "fp32":
+        config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        pinned_layers = _pin_layers(trt, network, set(pinned))
+    cache = None
+    if timing_cache is not None:
+        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise UserError(f"TensorRT failed to build stage {spec.name!r} (see the TensorRT messages above)", onnx_path)
+    if cache is not None:
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        _write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    return bytes(memoryview(serialized)), pinned_layers
+
+
+def _onnx_node_of(layer) -> str:
+    """The ONNX node a TensorRT layer came from: the parser's metadata ``[ONNX Layer: NAME]``
+    (TensorRT 10), else the layer name, which the parser sets to the node name."""
+    match = re.search(r"\[ONNX Layer: ([^\]]+)\]", getattr(layer, "metadata", "") or "")
+    return match.group(1) if match else layer.name
+
+
+def _pin_layers(trt, network, nodes: set) -> List[str]:
+    float_types = (trt.float32, trt.float16, trt.bfloat16)
+    pinned = []
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        if _onnx_node_of(layer) not in nodes:
+            continue
+        outputs = [layer.get_output(i) for i in range(layer.num_outputs)]
+        if not outputs or any(o.dtype not in float_types for o in outputs):
+            continue                                     # shape/index arithmetic has no precision choice
+        layer.precision = trt.float32
+        for i in range(layer.num_outputs):
+            layer.set_output_type(i, trt.float32)
+        pinned.append(layer.name)
+    return pinned
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    import os
+
+    from ..fileio import temp_file_beside
+    fd, tmp = temp_file_beside(path)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def stage_feeds(manifest: Mapping[str, Any], stage_index: int, earlier_outputs: Mapping[str, np.ndarray],
+                seed: int = 0) -> Dict[str, np.ndarray]:
+    """Verification inputs of one stage: the family's realistic inputs (template poses, smooth
+    image), outputs of the stages before it, and random normals for anything else."""
+    specs = [StageSpec.from_dict(s) for s in manifest["stages"]]
+    spec = specs[stage_index]
+    known: Dict[str, np.ndarray] = {}
+    if manifest.get("family") == "pose2img":
+        from .pose2img_export import verification_inputs
+
+        h, w = manifest["canvas"]
+        source, target = verification_inputs(h, w, frames=2, seed=seed)
+        known.update(source)
+        known.update(target)
+    known.update(earlier_outputs)
+    random = spec.sample_inputs(batch=max(spec.min_batch, min(2, spec.max_batch)), seed=seed)
+    return {t.name: np.ascontiguousarray(known.get(t.name, random[t.name])).astype(t.np_dtype, copy=False)
+            for t in spec.inputs}
+
+
+def build_record_extra(seconds: float, optimization_level: int, fp32_reasons: Mapping[str, str],
+                       timing_cache: Optional[Path]) -> Dict[str, Any]:
+    reasons: Dict[str, int] = {}
+    for why in fp32_reasons.values():
+        reasons[why] = reasons.get(why, 0) + 1
+    return {"build_seconds": round(seconds, 1), "optimization_level": optimization_level,
+            "fp32_reasons": reasons, "timing_cache": timing_cache.name if timing_cache else None,
+            "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def build_model(model_dir: Path, manifest: Dict[str, Any], engines: Sequence[Tuple[str, int]], precision: str,
+                build_options: Dict[str, Any], timing_cache_dir: Optional[Path], optimization_level: int = 3,
+                only_if_needed: bool = False, log: Callable[[str], None] = lambda s: None,
+                stream: TextIO = sys.stderr) -> Dict[str, Any]:
+    """Build (stage, device) plans into ``model_dir`` and return the updated manifest (not yet
+    written). Reduced-precision plans are run once on the verification inputs; NaN/inf fails
+    the build with the layers that cause it."""
+    import onnx
+
+    from ..engines import compat, cuda_mem
+    from ..engines.trt_engine import TrtEngine
+    from ..manifest import sha256_file
+
+    require_tensorrt()
+    manifest = dict(manifest)
+    manifest["build"] = dict(build_options)
+    records = list(manifest.get("engines", []))
+    for stage_name, device in engines:
+        index, stage = next((i, s) for i, s in enumerate(manifest["stages"]) if s["name"] == stage_name)
+        if only_if_needed:
+            try:
+                compat.check_engine(model_dir, manifest, stage_name, device, precision)
+                log(f"{stage_name} on GPU {device}: engine matches this machine, kept")
+                continue
+            except compat.EngineMismatch as exc:
+                log(f"{stage_name} on GPU {device}: rebuilding ({exc})")
+        spec = StageSpec.from_dict(stage)
+        facts = compat.current_facts(device)
+        model = onnx.load(str(model_dir / spec.file))
+        reasons = fp32_nodes(model) if precision != "fp32" else OrderedDict()
+        cache = timing_cache_file(timing_cache_dir, facts.gpu_name, facts.compute_capability,
+                                  facts.tensorrt) if timing_cache_dir else None
+        name = plan_file(stage_name, precision, device)
+
+        def build(pinned: Sequence[str]) -> Tuple[bytes, List[str], float]:
+            with cuda_mem.DeviceContext(device), ElapsedLine(
+                    f"building {stage_name} ({precision}) on GPU {device} [{facts.gpu_name}]", stream) as line:
+                data, layers = build_plan(model_dir / spec.file, spec, precision, pinned, cache, optimization_level)
+            return data, layers, line.seconds
+
+        def nonfinite(data: bytes, layers: List[str]) -> bool:
+            _write_bytes(model_dir / name, data)
+            record = compat.engine_record(stage_name, device, name, sha256_file(model_dir / name), stage["sha256"],
+                                          precision, stage["batch"], layers, facts)
+            trial = {**manifest, "engines": [record]}
+            feed = stage_feeds(manifest, index, _reference_outputs(model_dir, manifest, index))
+            with TrtEngine(spec, model_dir, trial, device, precision) as engine:
+                out = engine.infer(feed)
+            return any(a.dtype.kind == "f" and not np.isfinite(a).all() for a in out.values())
+
+        data, layers, seconds = build(list(reasons))
+        if precision != "fp32" and nonfinite(data, layers):
+            trunk = [n.name for n in model.graph.node if n.name not in reasons and n.op_type not in ("Constant",)]
+            culprits = find_nonfinite_layers(trunk, lambda extra: nonfinite(*build(list(reasons) + sorted(extra))[:2]))
+            (model_dir / name).unlink(missing_ok=True)
+            raise UserError(f"stage {stage_name!r} gives NaN/inf in {precision}" + (
+                f"; layers that must stay FP32: {', '.join(culprits)}" if culprits else
+                " even with every layer in FP32 (a model problem, not precision)") + "; use --precision fp32",
+                model_dir / spec.file)
+        _write_bytes(model_dir / name, data)
+        record = compat.engine_record(
+            stage_name, device, name, sha256_file(model_dir / name), stage["sha256"], precision, stage["batch"],
+            layers or list(reasons), facts, build_record_extra(seconds, optimization_level, reasons, cache))
+        records = [r for r in records if not (r["stage"] == stage_name and int(r["device"]) == device
+                                              and r["precision"] == precision)] + [record]
+        log(f"{stage_name} on GPU {device}: {name} ({precision}, {len(record['fp32_layers'])} layers kept FP32, "
+            f"{seconds:.1f} s)")
+    manifest["engines"] = records
+    return manifest
+
+
+def _reference_outputs(model_dir: Path, manifest: Mapping[str, Any], stage_index: int) -> Dict[str, np.ndarray]:
+    """Outputs of the stages before ``stage_index`` on ONNX Runtime CPU (inputs of later stages)."""
+    from .verify import run_onnx
+
+    outputs: Dict[str, np.ndarray] = {}
+    for i in range(stage_index):
+        feed = stage_feeds(manifest, i, outputs)
+        outputs.update(run_onnx(model_dir / manifest["stages"][i]["file"], feed))
+    return outputs

@@ -1,0 +1,100 @@
+"""--devices / --replicate -> per-stage device plan, and device validation (no GPU needed)."""
+from __future__ import annotations
+
+import pytest
+
+from poserender.engines import placement
+from poserender.engines.placement import check_devices, parse_devices, plan_placement
+from poserender.errors import UserError
+
+POSE2IMG = [{"name": "source"}, {"name": "frame"}]
+PSC = [{"name": "pm"}, {"name": "aa"}, {"name": "ct"}]
+
+
+@pytest.mark.parametrize("text, devices", [("0", (0,)), ("0,1", (0, 1)), ("0,0", (0, 0)), (" 1 , 0 ", (1, 0))])
+def test_parse_devices(text, devices):
+    assert parse_devices(text) == devices
+
+
+@pytest.mark.parametrize("text", ["", "a", "0,", "-1", "0;1", "gpu0"])
+def test_parse_devices_rejects_garbage(text):
+    with pytest.raises(UserError, match="expected comma-separated GPU indices"):
+        parse_devices(text)
+
+
+def test_one_device_runs_everything():
+    plan = plan_placement(POSE2IMG, (1,))
+    assert plan.stages == {"source": (1,), "frame": (1,)}
+    assert plan.engines() == [("source", 1), ("frame", 1)]
+
+
+def test_pipeline_split_pose2img_source_on_first_frame_on_second():
+    plan = plan_placement(POSE2IMG, (0, 1))
+    assert plan.stages == {"source": (0,), "frame": (1,)}
+    assert plan.describe() == "source on GPU 0; frame on GPU 1"
+
+
+def test_pipeline_split_psc_puts_the_extra_stage_first():
+    assert plan_placement(PSC, (0, 1)).stages == {"pm": (0,), "aa": (0,), "ct": (1,)}
+    assert plan_placement(PSC, (1, 0, 2)).stages == {"pm": (1,), "aa": (0,), "ct": (2,)}
+
+
+def test_more_devices_than_stages_needs_replicate():
+    with pytest.raises(UserError, match="--replicate"):
+        plan_placement(POSE2IMG, (0, 1, 2))
+
+
+def test_replicate_runs_per_frame_stages_everywhere_and_source_once():
+    plan = plan_placement(POSE2IMG, (0, 1), replicate=True)
+    assert plan.stages == {"source": (0,), "frame": (0, 1)}
+    assert plan.engines() == [("source", 0), ("frame", 0), ("frame", 1)]
+    assert plan.workers() == [("source", 0, 0), ("frame", 0, 0), ("frame", 1, 1)]
+    assert plan_placement(PSC, (0, 1), replicate=True).stages == {"pm": (0, 1), "aa": (0, 1), "ct": (0, 1)}
+
+
+def test_devices_0_0_is_two_workers_but_one_engine_per_stage():
+    split = plan_placement(POSE2IMG, (0, 0))
+    assert split.stages == {"source": (0,), "frame": (0,)} and split.engines() == [("source", 0), ("frame", 0)]
+    replicated = plan_placement(POSE2IMG, (0, 0), replicate=True)
+    assert replicated.engines() == [("source", 0), ("frame", 0)]
+    assert replicated.workers() == [("source", 0, 0), ("frame", 0, 0), ("frame", 0, 1)]
+    assert replicated.to_dict() == {"devices": [0, 0], "replicate": True,
+                                    "stages": {"source": [0], "frame": [0, 0]}}
+
+
+def test_explicit_runs_key_overrides_the_name_rule():
+    stages = [{"name": "source", "runs": "per_frame"}, {"name": "frame"}]
+    assert plan_placement(stages, (0, 1), replicate=True).stages == {"source": (0, 1), "frame": (0, 1)}
+    with pytest.raises(UserError, match="runs 'sometimes'"):
+        plan_placement([{"name": "x", "runs": "sometimes"}], (0, 1), replicate=True)
+
+
+def test_replicate_without_per_frame_stage_is_an_error():
+    with pytest.raises(UserError, match="no per-frame stage"):
+        plan_placement([{"name": "source"}], (0, 1), replicate=True)
+
+
+def test_device_that_does_not_exist_is_a_clear_error():
+    with pytest.raises(UserError) as err:
+        check_devices((0, 1), count_fn=lambda: 1)
+    message = str(err.value)
+    assert "GPU 1 does not exist" in message and "1 CUDA device (index 0)" in message
+    assert "--devices 0,0" in message
+    with pytest.raises(UserError, match=r"GPU 2, 3 does not exist; this machine has 2 CUDA devices \(indices 0-1\)"):
+        check_devices((0, 2, 3), count_fn=lambda: 2)
+    with pytest.raises(UserError, match="no CUDA device is visible"):
+        check_devices((0,), count_fn=lambda: 0)
+
+
+def test_devices_0_0_is_valid_on_one_gpu():
+    check_devices((0, 0), count_fn=lambda: 1)       # no exception
+
+
+@pytest.mark.parametrize("visible, count", [(None, 2), ("", 0), ("1", 1), ("0,1", 2), ("0,-1,1", 1), ("-1", 0)])
+def test_visible_device_count_honours_cuda_visible_devices(monkeypatch, visible, count):
+    monkeypatch.setattr("poserender.doctor.nvidia_smi", lambda: {"gpus": [{}, {}], "error": None})
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert placement.visible_device_count() == count
