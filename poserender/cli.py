@@ -14,10 +14,13 @@ from . import __version__
 
 # name -> "module:attribute" of a click command. One line per command; keep it sorted by name.
 COMMANDS = {
+    "bench": "poserender.commands.bench:bench",
+    "build": "poserender.commands.build:build",
     "demo": "poserender.commands.demo:demo",
     "doctor": "poserender.commands.doctor:doctor",
     "export": "poserender.commands.export:export_cmd",
     "render": "poserender.commands.render:render",
+    "verify": "poserender.commands.verify:verify",
 }
 
 
