@@ -75,6 +75,20 @@ def test_render_jpg_from_checkpoint_uses_cache(tiny_inputs, tiny_checkpoint, tmp
     assert len(list((tmp_path / "b").glob("*.jpg"))) == 6
 
 
+def test_cached_export_follows_a_moved_checkpoint(tiny_inputs, tiny_checkpoint, tmp_path):
+    """The cache is keyed by content; --backend torch must load the checkpoint given now."""
+    import shutil
+
+    first = tmp_path / "first.pth"
+    shutil.copy(tiny_checkpoint, first)
+    assert run(*tiny_render_args(tiny_inputs, first, tmp_path / "a", "--format", "png")).exit_code == 0
+    moved = tmp_path / "moved.pth"
+    first.rename(moved)
+    result = run(*tiny_render_args(tiny_inputs, moved, tmp_path / "b", "--format", "png", "--backend", "torch"))
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "b").glob("*.png"))) == 6
+
+
 def test_export_writes_manifest(tiny_checkpoint, tmp_path):
     out = tmp_path / "art"
     result = run("export", tiny_checkpoint, "-o", out, "--warp-mode", "legacy")

@@ -66,6 +66,15 @@ def model_dir_for(model: str, config: Optional[str], scale: Optional[float], war
     cached = cache_root() / "exports" / key
     if not (cached / "manifest.json").is_file():
         export_checkpoint(path, load_config(config, scale), cached, warp_mode, log=log)
+    else:
+        # The cache is keyed by content: point the torch backend at the checkpoint given now, since
+        # the one first exported from may have moved or been deleted.
+        from ..manifest import read_manifest, write_json_atomic
+
+        manifest = read_manifest(cached)
+        if manifest.get("checkpoint", {}).get("path") != str(path.resolve()):
+            manifest.setdefault("checkpoint", {})["path"] = str(path.resolve())
+            write_json_atomic(cached / "manifest.json", manifest)
     return cached
 
 
