@@ -1,74 +1,183 @@
-"""`poserender render`: a keypoint sequence -> video or frames."""
+"""`poserender render`: a keypoint file or live stream -> video, frames, or raw frames on stdout."""
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
+from typing import Optional
 
 import click
 
 from ..errors import UserError
-from .common import WARP_CHOICES, Progress, model_dir_for, user_errors
+from .common import WARP_CHOICES, log, model_dir_for, user_errors
 
 
-def render_model(model_dir: Path, backend: str, **kwargs) -> None:
-    from ..config import Pose2ImgConfig
-    from ..engines.select import stage_engines
-    from ..manifest import read_manifest
-    from ..runtime.render import render_sequence
+class StreamProgress:
+    """frames, fps (and percent when the length is known) on one stderr line, only on a terminal,
+    at most 4 times a second; never on stdout, which may carry the frames."""
 
-    manifest = read_manifest(model_dir)
-    config = Pose2ImgConfig.from_dict(manifest["config"])
-    name, engines = stage_engines(model_dir, manifest, backend)
-    progress = Progress("rendering")
+    def __init__(self, label: str = "rendering"):
+        self.label, self.enabled, self.shown, self._last = label, sys.stderr.isatty(), False, 0.0
+
+    def __call__(self, done: int, total: Optional[int], fps: float) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.25:
+            return
+        self._last = now
+        if total:
+            filled = int(30 * min(done, total) / total)
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}"
+        else:
+            bar = f"{done} frames"
+        sys.stderr.write(f"\r{self.label} {bar} {fps:5.1f} fps ")
+        sys.stderr.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def summary_lines(result, output: str) -> list:
+    """The final report: one headline (frames, time, fps, backend, canvas), then details."""
+    report, counts = result.report, result.report.counts
+    extra = "".join(f", {n} {k}" for k, n in (("held", counts.held), ("skipped", counts.skipped),
+                                              ("dropped", counts.dropped)) if n)
+    if report.interrupted:
+        extra += ", interrupted"
+    h, w = result.canvas_hw
+    where = "stdout" if output == "-" else report.sink.path
+    lines = [f"rendered {counts.frames_out}/{counts.frames_in} frames{extra} to {where} in {report.seconds:.1f} s "
+             f"({report.fps:.1f} fps after {report.setup_seconds:.2f} s setup), backend {result.backend}, {h}x{w}"]
+    reconciled = "=" if counts.reconciles() else "!= (MISMATCH)"
+    lines.append(f"frames: in {counts.frames_in} {reconciled} out {counts.frames_out} + dropped {counts.dropped} "
+                 f"+ skipped {counts.skipped}; workers: {', '.join(report.workers)}")
+    if counts.bad:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.bad.items()))
+        lines.append(f"bad frames: {kinds} (held {counts.held}, skipped {counts.skipped})")
+    if report.realtime is not None:
+        rt = report.realtime
+        first = "n/a" if rt["first_frame_delay_ms"] is None else f"{rt['first_frame_delay_ms']:.0f} ms"
+        lines.append(f"real time {rt['fps']:g} fps (--late {rt['late_policy']}): first frame after {first}, "
+                     f"jitter {rt['jitter_ms']:.1f} ms, {counts.dropped} dropped, {counts.late_held} held")
+    if result.preview is not None:
+        lines.append(f"preview: {result.preview}")
+    return lines
+
+
+def render_model(model_dir: Path, backend: str, *, source_image, source_keypoints, keypoints, output,
+                 fmt: Optional[str] = None, fps: float = 15.0, audio=None, batch: int = 4,
+                 on_bad_frame: str = "hold", max_frames: Optional[int] = None, max_wait_ms: float = 50.0,
+                 devices: Optional[str] = None, replicate: bool = False, realtime: bool = False,
+                 late: str = "hold", follow: bool = False, follow_timeout: float = 10.0, preview=None,
+                 preview_every: int = 25, metrics=None, codec: str = "auto"):
+    """Render through the streaming pipeline and print the summary (stderr when stdout has frames)."""
+    from ..runtime.pipeline import StreamOptions
+    from ..runtime.stream import parse_devices, render_stream
+
+    options = StreamOptions(batch=batch, max_wait_ms=max_wait_ms, on_bad_frame=on_bad_frame,
+                            devices=parse_devices(devices), replicate=replicate, fps=fps, realtime=realtime,
+                            late=late, max_frames=max_frames)
+    progress = StreamProgress()
     try:
-        stats, summary = render_sequence(engines, config, progress=progress, **kwargs)
+        result = render_stream(model_dir, backend, source_image=source_image, source_keypoints=source_keypoints,
+                               keypoints=keypoints, output=output, fmt=fmt, fps=fps, audio=audio, codec=codec,
+                               options=options, follow=follow, follow_timeout=follow_timeout, preview=preview,
+                               preview_every=preview_every, metrics_path=metrics, log=log, progress=progress)
     finally:
         progress.finish()
-    fps = stats.frames_out / max(stats.seconds - stats.source_seconds, 1e-9)
-    h, w = manifest["canvas"]
-    extra = "".join(f", {n} {k}" for k, n in (("held", stats.held), ("skipped", stats.skipped)) if n)
-    if stats.interrupted:
-        extra += ", interrupted"
-    click.echo(f"rendered {stats.frames_out}/{stats.frames_in} frames{extra} to {summary.path} "
-               f"in {stats.seconds:.1f} s ({fps:.1f} fps after the {stats.source_seconds:.2f} s source stage), "
-               f"backend {name}, {h}x{w}")
-    if stats.interrupted:
+    to_stdout = str(output) == "-"
+    for line in summary_lines(result, str(output)):
+        click.echo(line, err=to_stdout)
+    for line in result.report.metrics.table():
+        click.echo(line, err=True)
+    if to_stdout and getattr(result.report.sink, "format", None) == "raw":
+        _quiet_stdout()
+    if result.report.interrupted:
         sys.exit(130)
+    return result
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is silent."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("--source", "source", required=True, type=click.Path(), help="Source image (the identity), e.g. frame.jpg.")
 @click.option("--source-keypoints", required=True, type=click.Path(), help="Its OpenPose keypoints (.npy 3x137 or .json).")
-@click.option("--keypoints", required=True, type=click.Path(), help="Target poses: .npz, OpenPose JSON folder, or .npy.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="out.mp4, or a folder for png/jpg frames.")
+@click.option("--keypoints", required=True,
+              help="Target poses: .npz, .npy, an OpenPose JSON folder, '-' (JSON lines on stdin) or "
+                   "tcp://127.0.0.1:PORT (a listener; one JSON object per line).")
+@click.option("-o", "--output", required=True, type=click.Path(allow_dash=True),
+              help="out.mp4, a folder for png/jpg frames, or '-' for raw BGR frames on stdout.")
 @click.option("--config", type=click.Path(), help="Pose2Img YAML when MODEL is a checkpoint.")
 @click.option("--scale", type=float, help="Canvas scale when MODEL is a checkpoint (640 / scale).")
 @click.option("--warp-mode", type=click.Choice(WARP_CHOICES), help="Warp sampler when MODEL is a checkpoint.")
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "ort-cpu", "torch"]))
-@click.option("--format", "fmt", type=click.Choice(["mp4", "png", "jpg"]), help="Default: from the suffix of -o.")
+@click.option("--backend", default="auto", show_default=True, help="auto, ort-cpu, torch (see `poserender doctor`).")
+@click.option("--format", "fmt", type=click.Choice(["mp4", "png", "jpg", "raw"]),
+              help="Default: from -o (.mp4 -> mp4, '-' -> raw, otherwise a png folder).")
 @click.option("--fps", default=15.0, show_default=True, help="Output frame rate (the reference renders at 15).")
-@click.option("--audio", type=click.Path(), help="Audio to mux into the mp4 (any file PyAV decodes).")
+@click.option("--audio", type=click.Path(), help="Audio to mux into the mp4 (any file PyAV decodes), e.g. speech.wav.")
+@click.option("--codec", default="auto", show_default=True, type=click.Choice(["auto", "libx264", "h264_nvenc"]),
+              help="H.264 encoder for mp4; auto = h264_nvenc when an NVIDIA GPU and an FFmpeg built with it "
+                   "are there, else libx264.")
 @click.option("--batch", default=4, show_default=True, help="Frames per frame-stage call.")
+@click.option("--max-wait-ms", default=50.0, show_default=True,
+              help="Send a partial batch once its first frame has waited this long (live inputs).")
 @click.option("--on-bad-frame", default="hold", show_default=True, type=click.Choice(["hold", "skip", "error"]),
-              help="NaN/inf or empty frames: repeat the last good pose, drop the frame, or stop.")
-@click.option("--max-frames", type=int, help="Render only the first N frames.")
+              help="NaN/inf, wrong joint count, undecodable or missing frames: repeat the last good pose, "
+                   "drop the frame, or stop.")
+@click.option("--max-frames", type=int, help="Render only the first N input frames.")
+@click.option("--devices", help="Where the stages run, e.g. cpu (default), 0, 0,1; with --replicate "
+                                "cpu,cpu gives two CPU frame workers.")
+@click.option("--replicate", is_flag=True, help="One frame-stage worker per listed device (frames dealt out, "
+                                                "put back in order) instead of placing stages across devices.")
+@click.option("--realtime", is_flag=True, help="Pace output to the clock at --fps (files are read at --fps too).")
+@click.option("--late", default="hold", show_default=True, type=click.Choice(["drop", "hold", "queue"]),
+              help="Real time, a frame not ready at its tick: drop it, drop it and repeat the previous "
+                   "frame, or write it late.")
+@click.option("--follow", is_flag=True, help="KEYPOINTS is a folder OpenPose is writing to: render files as "
+                                             "they appear.")
+@click.option("--follow-timeout", default=10.0, show_default=True,
+              help="With --follow, end when no new file appeared for this many seconds.")
+@click.option("--preview", type=click.Path(), help="Also write a contact sheet PNG of every Nth frame, e.g. sheet.png.")
+@click.option("--preview-every", default=25, show_default=True, help="N for --preview.")
+@click.option("--metrics", type=click.Path(), help="Write per-stage timings, counts and fps as JSON, e.g. m.json.")
 @user_errors
-def render(model, source, source_keypoints, keypoints, output, config, scale, warp_mode, backend, fmt,
-           fps, audio, batch, on_bad_frame, max_frames) -> None:
-    """Render KEYPOINTS with the appearance of SOURCE.
+def render(model, source, source_keypoints, keypoints, output, config, scale, warp_mode, backend, fmt, fps,
+           audio, codec, batch, max_wait_ms, on_bad_frame, max_frames, devices, replicate, realtime, late,
+           follow, follow_timeout, preview, preview_every, metrics) -> None:
+    """Render KEYPOINTS with the appearance of SOURCE, through the streaming pipeline.
 
     MODEL is a folder from `poserender export`, or a checkpoint (.pth) with --config, which is
-    exported to a cache on first use.
+    exported to a cache on first use. Stages overlap (reading, batching, rendering, encoding),
+    bad frames follow --on-bad-frame, Ctrl-C finishes the frames in flight and closes the output.
+
+    \b
+    poserender render art/oliver --source img.jpg --source-keypoints kp.npy \\
+        --keypoints poses.npz --audio speech.mp4 -o out.mp4 --batch 4
+    openpose_to_jsonl | poserender render art/oliver ... --keypoints - -o - --realtime --fps 25 \\
+        | ffmpeg -f rawvideo -pix_fmt bgr24 -s 256x256 -r 25 -i - stream.mp4
     """
     if fps <= 0 or batch < 1:
         raise UserError(f"--fps {fps:g} and --batch {batch} must be positive")
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"--max-frames {max_frames}; expected at least 1")
     for option, value in (("--source", source), ("--source-keypoints", source_keypoints),
                           ("--keypoints", keypoints), ("--audio", audio)):
-        if value is not None and value != "-" and not Path(value).exists():
+        if value is not None and value != "-" and not str(value).startswith("tcp://") and not Path(value).exists():
             raise UserError(f"{option} not found", value)
     model_dir = model_dir_for(model, config, scale, warp_mode)
     render_model(model_dir, backend, source_image=Path(source), source_keypoints=Path(source_keypoints),
-            keypoints=Path(keypoints), output=Path(output), fmt=fmt, fps=fps,
-            audio=Path(audio) if audio else None, batch=batch, on_bad_frame=on_bad_frame,
-            max_frames=max_frames)
+                 keypoints=keypoints, output=output, fmt=fmt, fps=fps, audio=Path(audio) if audio else None,
+                 batch=batch, on_bad_frame=on_bad_frame, max_frames=max_frames, max_wait_ms=max_wait_ms,
+                 devices=devices, replicate=replicate, realtime=realtime, late=late, follow=follow,
+                 follow_timeout=follow_timeout, preview=preview, preview_every=preview_every, metrics=metrics,
+                 codec=codec)

@@ -119,6 +119,11 @@ def _sequence(xy: np.ndarray, valid: np.ndarray, path: PathLike, conf: Optional[
     return KeypointSequence(xy=xy, valid=valid, path=str(path), bad=bad, bad_reasons=reasons)
 
 
+def openpose_validity(xy: np.ndarray, conf: Optional[np.ndarray]) -> np.ndarray:
+    """Public name of the OpenPose missing-joint rule, for live streams (see below)."""
+    return _openpose_validity(xy, conf)
+
+
 def _openpose_validity(xy: np.ndarray, conf: Optional[np.ndarray]) -> np.ndarray:
     """A joint is missing when its confidence is 0, it sits at (0, 0), or x or y is the -1 marker."""
     x, y = xy[..., 0], xy[..., 1]
@@ -214,27 +219,36 @@ def read_npy(path: PathLike) -> KeypointSequence:
     return _sequence(xy, _openpose_validity(xy, None), path)
 
 
-def _openpose_rows(doc: object, path: Path) -> Optional[np.ndarray]:
-    """One OpenPose JSON document -> (3, 137) rows of ``people[0]``, or None when nobody was found."""
+def openpose_rows(doc: object, path: Optional[PathLike] = None, stream: bool = False) -> Optional[np.ndarray]:
+    """One OpenPose JSON document -> (3, 137) rows of ``people[0]``, or None when nobody was found.
+
+    A malformed document raises :class:`UserError` naming ``path``; with ``stream=True`` it is a
+    :class:`BadFrame` of kind ``decode`` (not an OpenPose document) or ``shape`` (a part with
+    the wrong number of points), so a live stream can apply its bad-frame policy instead.
+    """
+    def bad(message: str, kind: str) -> UserError:
+        return BadFrame(message, kind=kind, path=path) if stream else UserError(message, path)
+
     if not isinstance(doc, dict) or not isinstance(doc.get("people"), list):
-        raise UserError("has no 'people' list; expected an OpenPose keypoints JSON", path)
+        raise bad("has no 'people' list; expected an OpenPose keypoints JSON", "decode")
     if not doc["people"]:
         return None
     person = doc["people"][0]
     if not isinstance(person, dict):
-        raise UserError(f"people[0] is {type(person).__name__}; expected an object with *_keypoints_2d", path)
+        raise bad(f"people[0] is {type(person).__name__}; expected an object with *_keypoints_2d", "decode")
     parts = []
     for key, n in OPENPOSE_PARTS:
         try:
             values = np.asarray(person.get(key, []), dtype=np.float64)
         except (TypeError, ValueError):
-            raise UserError(f"people[0].{key} is not a list of numbers", path) from None
+            raise bad(f"people[0].{key} is not a list of numbers", "decode") from None
         if values.shape != (n * 3,):
             hint = " (run OpenPose with --face --hand)" if values.size == 0 and key != "pose_keypoints_2d" else ""
-            raise UserError(f"people[0].{key} has {values.size} values; expected {n * 3} "
-                            f"({n} points x (x, y, confidence)){hint}", path)
+            raise bad(f"people[0].{key} has {values.size} values; expected {n * 3} "
+                      f"({n} points x (x, y, confidence)){hint}", "shape")
         parts.append(values.reshape(n, 3))
     return np.concatenate(parts).T
+
 
 
 def _read_json_doc(path: Path) -> object:
@@ -249,6 +263,12 @@ def _read_json_doc(path: Path) -> object:
 
 def _natural_key(name: str) -> List[Union[int, str]]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def openpose_json_files(folder: Path) -> Tuple[List[Optional[Path]], Dict[int, str]]:
+    """The JSON files of an OpenPose output folder in frame order, a missing frame number as None
+    (with its reason); see :func:`_ordered_json_files`."""
+    return _ordered_json_files(Path(folder))
 
 
 def _ordered_json_files(folder: Path) -> Tuple[List[Optional[Path]], Dict[int, str]]:
@@ -287,7 +307,7 @@ def read_openpose_json(path: PathLike) -> KeypointSequence:
     rows = np.zeros((len(files), 3, N_OPENPOSE))
     for t, file in enumerate(files):
         if file is not None:
-            frame_rows = _openpose_rows(_read_json_doc(file), file)
+            frame_rows = openpose_rows(_read_json_doc(file), file)
             if frame_rows is not None:
                 rows[t] = frame_rows
     xy, valid = openpose137_to_122(rows)

@@ -1,8 +1,10 @@
-"""Render a keypoint sequence with an exported Pose2Img model: a plain sequential loop.
+"""Render a keypoint sequence with an exported Pose2Img model: the plain sequential loop.
 
 source image + source keypoints -> source stage (once) -> target frames in batches -> frame
-stage -> sink. The pipelined runtime (overlapping stages, live inputs) replaces this loop in
-its own issue; the engines, sources and sinks here are the pieces it reuses.
+stage -> sink, one step after another. `poserender render` uses the streaming pipeline
+(pipeline.py: overlapping stages, live inputs, real time); this loop is kept as the baseline
+that benchmarks/bench_stream.py compares the pipeline against, and for its source-image and
+source-keypoint preprocessing, which the pipeline's Pose2Img adapter reuses.
 """
 from __future__ import annotations
 

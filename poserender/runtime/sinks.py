@@ -13,10 +13,11 @@ import numbers
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import BinaryIO, Dict, Mapping, Optional, Tuple, Union
 
 import av
 import cv2
@@ -32,7 +33,9 @@ SINK_FORMATS: Dict[str, str] = {
     "mp4": "H.264 video file",
     "png": "folder of numbered PNG files (000000.png, ...)",
     "jpg": "folder of numbered JPEG files (000000.jpg, ..., quality 95)",
+    "raw": "raw BGR24 frames on stdout (-o -), e.g. for ffmpeg -f rawvideo -pix_fmt bgr24",
 }
+STDOUT = "-"
 VIDEO_CODECS: Tuple[str, ...] = ("libx264", "h264_nvenc")
 # Sample rates the AAC encoder accepts; other input rates are resampled to 48 kHz.
 _FRAME_FILE = re.compile(r"^\d{6,}\.(png|jpg)$")
@@ -204,6 +207,43 @@ class Mp4Sink(FrameSink):
         self._tmp_path.unlink(missing_ok=True)
 
 
+class RawStdoutSink(FrameSink):
+    """Raw frames, H x W x 3 bytes each in BGR order, on stdout (``-o -``), nothing else.
+
+    For piping into a player, ffmpeg (``-f rawvideo -pix_fmt bgr24 -s WxH -r FPS -i -``) or a
+    streaming server. When the reader goes away (broken pipe) writing stops quietly and
+    ``reader_gone`` is set, so the stream can end instead of failing.
+    """
+
+    format = "raw"
+
+    def __init__(self, stream: Optional[BinaryIO] = None):
+        super().__init__(Path("<stdout>"))
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self.reader_gone = False
+
+    def _write_impl(self, frames: np.ndarray) -> None:
+        if self.reader_gone:
+            return
+        try:
+            self._stream.write(np.ascontiguousarray(frames).tobytes())
+            self._stream.flush()
+        except BrokenPipeError:
+            self.reader_gone = True
+            return
+        self.frames_written += len(frames)
+
+    def _close_impl(self) -> SinkSummary:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self.reader_gone = True
+        return SinkSummary(self.path, self.format, self.frames_written)
+
+    def _abort_impl(self) -> None:
+        pass    # bytes already sent cannot be taken back
+
+
 class ImageFolderSink(FrameSink):
     """A folder of numbered images (``000000.png``, ...), built in ``<out>.partial-XXXX/``."""
 
@@ -245,6 +285,20 @@ def _check_folder_target(path: Path, overwrite: bool) -> None:
                             "(000000.png, ...); refusing to overwrite it", path)
     elif path.exists():
         raise UserError("output exists and is not a folder; expected a folder for image frames", path)
+
+
+def pick_video_codec(codec: str = "auto") -> str:
+    """``auto``: h264_nvenc when this FFmpeg has it and an NVIDIA GPU lets it open, else libx264."""
+    if codec != "auto":
+        return codec
+    try:
+        context = av.CodecContext.create("h264_nvenc", "w")
+        context.width, context.height, context.pix_fmt = 256, 256, "yuv420p"
+        context.time_base = Fraction(1, 25)
+        context.open()      # freed with the object; opening is the test
+        return "h264_nvenc"
+    except Exception:  # not in this build, no GPU, no driver: any failure means "not usable here"
+        return "libx264"
 
 
 def _frame_rate(fps: float) -> Fraction:
@@ -291,6 +345,13 @@ def open_sink(path: PathLike, fmt: Optional[str] = None, fps: float = 15.0,
     lets a png/jpg folder replace one that holds only numbered frames. Every check on the
     user's input, the audio file included, happens here, before any output is created.
     """
+    if str(path) == STDOUT or fmt == "raw":
+        if str(path) != STDOUT or fmt not in (None, "raw"):
+            raise UserError(f"raw frames go to stdout only: use -o - (got -o {path} with format {fmt})")
+        if audio is not None:
+            raise UserError("audio can only be muxed into mp4 output; -o - writes raw video frames")
+        _frame_rate(fps)
+        return RawStdoutSink()
     fmt = _resolve_format(path, fmt)
     rate = _frame_rate(fps)
     target = Path(path)

@@ -1,0 +1,478 @@
+"""The streaming renderer: source -> normalise -> batch -> stage workers -> reorder -> sink.
+
+Threads and bounded queues, so the stages overlap (while batch k renders, batch k+1 is being
+prepared and batch k-1 encoded) and a slow stage holds the ones before it back (backpressure)
+instead of letting frames pile up in memory:
+
+    reader thread      source frames (paced to the clock in real-time mode) -> raw queue
+    batcher thread     bad-frame policy + the adapter's normalise; batches of --batch frames,
+                       or fewer once the first has waited --max-wait-ms; adapter.prepare
+    stage workers      one thread per (frame stage, device), each with its own engines;
+                       replicated workers of a stage share its input queue
+    main thread        puts batches back in frame order, writes the sink (and the preview),
+                       paces output in real-time mode, reports progress
+
+End of input or Ctrl-C (SIGINT: the first one stops reading, the frames in flight are still
+rendered and written, the sink is closed; a second one stops at once and keeps what was
+written) ends the stream cleanly. An error in any worker stops them all, removes the partial
+output, and is raised once, naming the stage and the frames.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..engines.base import Engine
+from ..errors import UserError
+from .metrics import PipelineMetrics, peak_rss_mb
+from .policy import BadFramePolicy, StreamCounts
+from .realtime import RealtimeClock
+from .sources import FrameSource
+
+EngineFactory = Callable[[str, Optional[int]], Mapping[str, Engine]]
+_END = "end of stream"
+_POLL = 0.1
+
+
+class StageError(UserError):
+    """A stage failed while streaming (engine error, out of memory, ...): one line, exit code 1."""
+
+    exit_code = 1
+
+
+@dataclasses.dataclass
+class StreamOptions:
+    batch: int = 4
+    max_wait_ms: float = 50.0
+    on_bad_frame: str = "hold"
+    devices: Sequence[str] = ("cpu",)
+    replicate: bool = False
+    fps: float = 15.0
+    realtime: bool = False
+    late: str = "hold"
+    max_frames: Optional[int] = None
+    queue_batches: int = 2          # capacity of each stage's input queue, in batches
+
+
+@dataclasses.dataclass
+class _Batch:
+    number: int
+    indices: List[int]
+    slots: List[int]
+    feed: Optional[Dict[str, Any]]
+    formed: float
+    enqueued: float = 0.0
+    frames: Any = None
+    unwritten: int = 0      # frames of this batch the writer has not consumed yet
+
+
+@dataclasses.dataclass
+class StreamReport:
+    counts: StreamCounts
+    seconds: float
+    setup_seconds: float
+    identity_seconds: float
+    interrupted: bool
+    metrics: PipelineMetrics
+    workers: List[str]
+    sink: Any = None
+    realtime: Optional[Dict[str, Any]] = None
+
+    @property
+    def fps(self) -> float:
+        return self.counts.frames_out / max(self.seconds, 1e-9)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"frames": self.counts.to_dict(), "seconds": round(self.seconds, 3), "fps": round(self.fps, 3),
+                "setup_seconds": round(self.setup_seconds, 3), "identity_seconds": round(self.identity_seconds, 3),
+                "interrupted": self.interrupted, "workers": self.workers, "realtime": self.realtime,
+                "stages": self.metrics.to_dict(), "peak_rss_mb": peak_rss_mb(),
+                "gpu_memory_mb": None,   # CPU backends; the GPU engines report theirs
+                "output": None if self.sink is None else {"path": str(self.sink.path), "format": self.sink.format,
+                                                          "frames_written": self.sink.frames_written}}
+
+
+def plan_workers(adapter, devices: Sequence[str], replicate: bool) -> Tuple[str, Dict[str, List[str]]]:
+    """(device of the identity stages, frame stage -> devices of its workers).
+
+    Without --replicate the stages are placed in order over the devices (pose2img on 0,1: source
+    on 0, frame on 1); with it the identity stages run on the first device and every frame stage
+    gets one worker per listed device.
+    """
+    devices = list(devices) or ["cpu"]
+    if replicate:
+        return devices[0], {name: list(devices) for name in adapter.frame_stages}
+    names = list(adapter.identity_stages) + list(adapter.frame_stages)
+    placed = {name: devices[i % len(devices)] for i, name in enumerate(names)}
+    identity_device = placed[adapter.identity_stages[0]] if adapter.identity_stages else devices[0]
+    return identity_device, {name: [placed[name]] for name in adapter.frame_stages}
+
+
+class StreamPipeline:
+    """One stream through one model; :meth:`run` returns a :class:`StreamReport`."""
+
+    def __init__(self, adapter, engine_factory: EngineFactory, source: FrameSource, sink, options: StreamOptions,
+                 log: Callable[[str], None] = lambda message: None,
+                 progress: Callable[[int, Optional[int], float], None] = lambda done, total, fps: None,
+                 preview=None):
+        self.adapter, self.source, self.sink, self.options = adapter, source, sink, options
+        self.log, self.progress, self.preview = log, progress, preview
+        self.counts = StreamCounts()
+        self.metrics = PipelineMetrics()
+        self.clock = RealtimeClock(options.fps, options.late) if options.realtime else None
+        self.policy = BadFramePolicy(adapter.normalise, options.on_bad_frame, self.counts, log,
+                                     where=source.description)
+        self.stop, self.abort = threading.Event(), threading.Event()
+        self._closing = threading.Event()       # the writer is done: threads still waiting give up
+        self._failure: Optional[BaseException] = None
+        self._lock = threading.Lock()
+        self._interrupts = 0
+        n_stages = len(adapter.frame_stages)
+        self._raw: "queue.Queue" = queue.Queue(maxsize=max(8, 2 * options.batch))
+        self._stage_queues = [queue.Queue(maxsize=options.queue_batches) for _ in range(n_stages)]
+        self._results: "queue.Queue" = queue.Queue()   # bounded by the batches in flight upstream
+        identity_device, placement = plan_workers(adapter, options.devices, options.replicate)
+        cpu_workers = sum(d == "cpu" for ds in placement.values() for d in ds)
+        threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers > 1 else None
+        # Engines are built here (cheap, lazy; a bad device fails now, before any frame), and
+        # activated in the thread that uses them.
+        self._identity_engines = engine_factory(identity_device, None)
+        self._workers: List[Tuple[int, str, str, Engine]] = []
+        for i, name in enumerate(adapter.frame_stages):
+            for k, device in enumerate(placement[name]):
+                label = f"{name}@{device}" + (f"#{k}" if len(placement[name]) > 1 else "")
+                self._workers.append((i, name, label, engine_factory(device, threads)[name]))
+        self._done = [0] * n_stages
+        self._per_stage = [len(placement[name]) for name in adapter.frame_stages]
+        # Batches in flight between the batcher and the writer hold a permit each, returned when the
+        # writer has consumed all their frames: memory stays bounded even when one replicated worker
+        # stalls while the others run ahead into the reorder buffer.
+        self._permits = threading.Semaphore(options.queue_batches * n_stages + len(self._workers) + 1)
+        for name, workers in [("read", 1), ("prepare", 1), *zip(adapter.frame_stages, self._per_stage), ("write", 1)]:
+            self.metrics.stage(name, workers)      # table and JSON in pipeline order
+
+    # -- failure and shutdown -------------------------------------------------------------------
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._failure = error
+        self.abort.set()
+        self.source.close()
+
+    def _on_sigint(self, signum, frame) -> None:
+        self._interrupts += 1
+        if self._interrupts == 1:
+            self.log("interrupted: finishing the frames in flight (Ctrl-C again to stop now)")
+            self.stop.set()
+            self.source.close()
+        else:
+            raise KeyboardInterrupt
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        """Blocking put that gives up when the stream is aborted (backpressure without deadlock)."""
+        while not (self.abort.is_set() or self._closing.is_set()):
+            try:
+                q.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue, timeout: float = _POLL):
+        try:
+            return q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # -- threads --------------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        metrics, raw = self.metrics.stage("read"), self._raw
+        pace = self.clock is not None and not self.source.live
+        try:
+            frames, started = iter(self.source), None
+            n = 0
+            while not (self.stop.is_set() or self.abort.is_set()):
+                if self.options.max_frames is not None and n >= self.options.max_frames:
+                    break
+                t = time.perf_counter()
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                now = time.perf_counter()
+                metrics.record(now - t, 0.0, 1)
+                if started is None:
+                    started = now
+                    if self.clock is not None:
+                        self.clock.first_input = now
+                if pace:   # a file in real-time mode arrives like a live stream, at --fps
+                    self.stop.wait(max(0.0, started + n / self.options.fps - now))
+                frame.timestamp = frame.timestamp if frame.timestamp is not None else now - started
+                if not self._put(raw, frame):
+                    return
+                n += 1
+        except UserError as exc:
+            self._fail(exc)
+        except Exception as exc:   # a bug or an I/O failure in the source: report it, stop cleanly
+            self._fail(StageError(f"reading {self.source.description} failed: {type(exc).__name__}: {exc}"))
+        finally:
+            self._put(raw, _END)
+
+    def _batch(self) -> None:
+        options, raw = self.options, self._raw
+        metrics, out = self.metrics.stage("prepare"), self._stage_queues[0]
+        pending: List[Tuple[int, Any, int]] = []
+        opened = 0.0
+        slot = number = 0
+        max_wait = options.max_wait_ms / 1e3
+
+        def emit() -> bool:
+            nonlocal pending, number
+            while not self._permits.acquire(timeout=_POLL):
+                if self.abort.is_set():
+                    return False
+            t = time.perf_counter()
+            feed = self.adapter.prepare([pose for _, pose, _ in pending])
+            now = time.perf_counter()
+            metrics.record(now - t, now - opened, len(pending))
+            batch = _Batch(number, [i for i, _, _ in pending], [s for _, _, s in pending], feed, formed=now,
+                           enqueued=now, unwritten=len(pending))
+            pending, number = [], number + 1
+            return self._put(out, batch)
+
+        try:
+            while not self.abort.is_set():
+                if self.stop.is_set():
+                    break
+                timeout = _POLL if not pending else max(0.0, opened + max_wait - time.perf_counter())
+                item = self._get(raw, timeout)
+                if item is None:
+                    if pending and time.perf_counter() >= opened + max_wait and not emit():
+                        return
+                    continue
+                if item is _END:
+                    break
+                for index, pose in self.policy.feed(item):
+                    now = time.perf_counter()
+                    if self.clock is not None and self.clock.input_is_stale(slot, now):
+                        self.counts.add(dropped=1)
+                    else:
+                        if not pending:
+                            opened = now
+                        pending.append((index, pose, slot))
+                    slot += 1
+                    if len(pending) >= options.batch and not emit():
+                        return
+            if self.abort.is_set():
+                return
+            self.policy.finish(interrupted=self.stop.is_set())
+            if pending and not emit():
+                return
+            self._put(out, (_END, slot))
+        except UserError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            self._fail(StageError(f"preparing frames failed: {type(exc).__name__}: {exc}"))
+
+    def _work(self, stage_index: int, name: str, label: str, engine: Engine, ready: threading.Barrier) -> None:
+        q_in = self._stage_queues[stage_index]
+        last = stage_index == len(self._stage_queues) - 1
+        q_out = self._results if last else self._stage_queues[stage_index + 1]
+        metrics = self.metrics.stage(name, self._per_stage[stage_index])
+        batch = None
+        try:
+            with engine:
+                ready.wait()
+                while not self.abort.is_set():
+                    batch = self._get(q_in)
+                    if batch is None:
+                        continue
+                    if isinstance(batch, tuple):        # (_END, slots): tell siblings, the last one forwards
+                        q_in.put(batch)
+                        with self._lock:
+                            self._done[stage_index] += 1
+                            finished = self._done[stage_index] == self._per_stage[stage_index]
+                        if finished:
+                            self._put(q_out, batch)
+                        return
+                    started = time.perf_counter()
+                    batch.feed.update(engine.infer(batch.feed))
+                    now = time.perf_counter()
+                    metrics.record(now - started, started - batch.enqueued, len(batch.indices))
+                    if last:
+                        batch.frames, batch.feed = self.adapter.frames(batch.feed), None
+                    batch.enqueued = now
+                    if not self._put(q_out, batch):
+                        return
+        except threading.BrokenBarrierError:
+            return
+        except BaseException as exc:
+            frames = "" if not isinstance(batch, _Batch) else (
+                f" on frames {batch.indices[0]}-{batch.indices[-1]}" if len(batch.indices) > 1
+                else f" on frame {batch.indices[0]}")
+            detail = (str(exc).strip().splitlines() or [""])[0]
+            self._fail(StageError(f"stage {name!r} ({label}, {engine.backend}) failed{frames}: "
+                                  f"{type(exc).__name__}: {detail}"))
+            ready.abort()
+
+    # -- main thread: start, reorder, write -----------------------------------------------------
+
+    def run(self) -> StreamReport:
+        setup_started = time.perf_counter()
+        with _identity_engines(self._identity_engines, self.adapter.identity_stages) as engines:
+            self.adapter.run_identity(engines)
+        identity_seconds = time.perf_counter() - setup_started
+        ready = threading.Barrier(len(self._workers) + 1)
+        threads = [threading.Thread(target=self._work, args=(*w, ready), name=f"poserender-{w[2]}", daemon=True)
+                   for w in self._workers]
+        for t in threads:
+            t.start()
+        try:
+            ready.wait()          # every engine is active (sessions created) before the clock starts
+        except threading.BrokenBarrierError:
+            pass
+        setup_seconds = time.perf_counter() - setup_started
+        previous = _install_sigint(self._on_sigint)
+        started = self._started = time.perf_counter()
+        feeders = [threading.Thread(target=self._read, name="poserender-read", daemon=True),
+                   threading.Thread(target=self._batch, name="poserender-batch", daemon=True)]
+        if not self.abort.is_set():
+            for t in feeders:
+                t.start()
+        interrupted_hard = False
+        try:
+            self._write_loop()
+        except KeyboardInterrupt:
+            interrupted_hard = True
+            self.abort.set()
+            self.source.close()
+        except BaseException as exc:
+            self._fail(exc if isinstance(exc, UserError) else
+                       StageError(f"writing {self.sink.path} failed: {type(exc).__name__}: {exc}"))
+        finally:
+            _restore_sigint(previous)
+            self._closing.set()
+        for t in feeders + threads:
+            if t.is_alive() and t.ident is not None:
+                t.join(timeout=2.0)
+        if self._failure is not None:
+            self.sink.abort()
+            if self.preview is not None:
+                self.preview.abort()
+            raise self._failure
+        if interrupted_hard:   # frames still in flight are lost; say so, keep the counts honest
+            lost = self.counts.frames_in - self.counts.frames_out - self.counts.dropped - self.counts.skipped
+            self.counts.add(dropped=max(0, lost))
+            self.log(f"stopped at once: {max(0, lost)} frames in flight were not written")
+        summary = self.sink.close()
+        if self.preview is not None:
+            self.preview.close()
+        seconds = time.perf_counter() - started
+        return StreamReport(self.counts, seconds, setup_seconds, identity_seconds,
+                            self.stop.is_set() or interrupted_hard, self.metrics, [w[2] for w in self._workers],
+                            summary, None if self.clock is None else self.clock.summary())
+
+    def _write_loop(self) -> None:
+        clock, late = self.clock, self.options.late
+        metrics = self.metrics.stage("write")
+        ready: Dict[int, Tuple[Any, _Batch]] = {}   # the reorder buffer: slot -> (frame, its batch)
+        next_slot, total_slots, last_frame = 0, None, None
+        while not self.abort.is_set():
+            if total_slots is not None and next_slot >= total_slots:
+                return
+            if next_slot in ready:
+                frame, batch = ready.pop(next_slot)
+                if clock is not None:
+                    clock.wait_for_tick(next_slot, self.stop)
+                self._write(frame, next_slot, batch.formed, batch.enqueued, metrics)
+                self._consumed(batch)
+                last_frame, next_slot = frame, next_slot + 1
+                continue
+            timeout = _POLL
+            if clock is not None and clock.started and late != "queue":
+                now = time.perf_counter()
+                due = clock.tick(next_slot)
+                if now >= due:          # missed its tick: drop it (hold: repeat the previous frame)
+                    if late == "hold" and last_frame is not None:
+                        self._write(last_frame, next_slot, None, None, metrics)
+                        self.counts.add(late_held=1)
+                    next_slot += 1
+                    continue
+                timeout = min(timeout, due - now)
+            elif total_slots is not None:
+                raise RuntimeError(f"frame slot {next_slot} never arrived (pipeline bug)")
+            item = self._get(self._results, max(timeout, 1e-3))
+            if item is None:
+                continue
+            if isinstance(item, tuple):
+                total_slots = item[1]
+                continue
+            for slot, frame in zip(item.slots, item.frames):
+                if slot < next_slot:     # its tick has passed (real time, drop/hold)
+                    self.counts.add(dropped=1)
+                    self._consumed(item)
+                else:
+                    ready[slot] = (frame, item)
+            if getattr(self.sink, "reader_gone", False):   # e.g. the process reading stdout exited
+                self.stop.set()
+
+    def _consumed(self, batch: _Batch) -> None:
+        batch.unwritten -= 1
+        if batch.unwritten == 0:
+            batch.frames = None
+            self._permits.release()
+
+    def _write(self, frame, slot: int, formed: Optional[float], arrived: Optional[float], metrics) -> None:
+        """Write one frame; ``formed`` is None for a real-time repeat of the previous frame."""
+        started = time.perf_counter()
+        before = self.sink.frames_written
+        self.sink.write(frame[None])
+        now = time.perf_counter()
+        metrics.record(now - started, 0.0 if arrived is None else started - arrived, 1)
+        if self.sink.frames_written == before:      # the reader of stdout is gone: not delivered
+            if formed is not None:
+                self.counts.add(dropped=1)
+            return
+        if formed is not None:
+            self.counts.add(frames_out=1)
+            if self.preview is not None:
+                self.preview.add(frame, self.counts.frames_out - 1)
+        if self.clock is not None:
+            self.clock.note_written(slot, started)
+            if formed is not None:
+                self.clock.note_latency(now - formed)
+        self.progress(self.counts.frames_out, self.source.length,
+                      self.counts.frames_out / max(now - self._started, 1e-9))
+
+
+class _identity_engines:
+    """Activate the identity-stage engines for one use, and free them after."""
+
+    def __init__(self, engines: Mapping[str, Engine], names: Sequence[str]):
+        self.engines = {name: engines[name] for name in names}
+
+    def __enter__(self) -> Mapping[str, Engine]:
+        for engine in self.engines.values():
+            engine.activate()
+        return self.engines
+
+    def __exit__(self, *exc) -> None:
+        for engine in self.engines.values():
+            engine.deactivate()
+
+
+def _install_sigint(handler):
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_sigint(previous) -> None:
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, previous)

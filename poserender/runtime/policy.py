@@ -1,0 +1,123 @@
+"""The bad-frame policy of a stream, and the frame counts that must reconcile.
+
+Every frame that enters the stream is counted once in ``frames_in`` and leaves it in exactly one
+way: written (``frames_out``, held bad frames included), ``skipped`` (bad frame, policy
+``skip``, or a frame that arrived after a later one), or ``dropped`` (real-time mode: late).
+So ``frames_in == frames_out + dropped + skipped`` once the stream is over.
+
+Bad frames: NaN/inf (``nan``), wrong joint count (``shape``), undecodable record (``decode``),
+nobody detected (``empty``), a missing frame index (``gap``), an index that goes backwards
+(``order``). ``--on-bad-frame hold`` renders the last good pose in their place (bad frames before
+the first good one take the first good pose), ``skip`` drops them, ``error`` stops the stream.
+Each kind is logged once, with its frame index; later ones are only counted.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from typing import Any, Callable, Counter, Iterator, List, Optional, Tuple
+
+from ..errors import BadFrame, UserError
+from .sources import Frame
+
+BAD_FRAME_POLICIES = ("hold", "skip", "error")
+
+
+@dataclasses.dataclass
+class StreamCounts:
+    frames_in: int = 0
+    frames_out: int = 0
+    held: int = 0           # bad frames rendered with the last good pose (part of frames_out)
+    skipped: int = 0
+    dropped: int = 0        # real time: late frames not written
+    late_held: int = 0      # real time, --late hold: extra copies of the previous frame written
+    bad: Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    _lock: Any = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, value in deltas.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def reconciles(self) -> bool:
+        return self.frames_in == self.frames_out + self.dropped + self.skipped
+
+    def to_dict(self) -> dict:
+        return {"in": self.frames_in, "out": self.frames_out, "held": self.held, "skipped": self.skipped,
+                "dropped": self.dropped, "late_held": self.late_held, "bad_frames": dict(self.bad),
+                "reconciles": self.reconciles()}
+
+
+class BadFramePolicy:
+    """Feed source frames in; get (frame index, normalised input) pairs to render out.
+
+    ``normalise`` is the model adapter's per-frame step (raises BadFrame). Gaps in the frame
+    index become ``gap`` bad frames; an index lower than one already seen is an ``order`` bad
+    frame, always skipped (its place in the output has passed).
+    """
+
+    def __init__(self, normalise: Callable[[Frame], Any], policy: str, counts: StreamCounts,
+                 log: Callable[[str], None], where: str = "keypoints"):
+        if policy not in BAD_FRAME_POLICIES:
+            raise UserError(f"--on-bad-frame {policy!r}; expected one of {', '.join(BAD_FRAME_POLICIES)}")
+        self.normalise, self.policy, self.counts, self.log, self.where = normalise, policy, counts, log, where
+        self.next_index: Optional[int] = None
+        self.last_good: Any = None
+        self._leading: List[int] = []      # indices of bad frames waiting for the first good pose
+        self._logged = set()
+
+    def feed(self, frame: Frame) -> Iterator[Tuple[int, Any]]:
+        if self.next_index is not None and frame.index < self.next_index:
+            yield from self._bad(BadFrame(f"arrived after frame {self.next_index - 1}; frames must come in "
+                                          "index order", kind="order", frame=frame.index, path=self.where),
+                                 frame.index, placed=False)
+            return
+        if self.next_index is not None:
+            for missing in range(self.next_index, frame.index):
+                yield from self._bad(BadFrame("missing from the stream (index gap)", kind="gap", frame=missing,
+                                              path=self.where), missing)
+        self.next_index = frame.index + 1
+        if frame.bad is not None:
+            yield from self._bad(frame.bad, frame.index)
+            return
+        try:
+            pose = self.normalise(frame)
+        except BadFrame as exc:
+            yield from self._bad(BadFrame(str(exc), kind=exc.kind, path=self.where), frame.index)
+            return
+        self.counts.add(frames_in=1)
+        self.last_good = pose
+        for index in self._leading:
+            yield index, pose
+        self._leading = []
+        yield frame.index, pose
+
+    def finish(self, interrupted: bool = False) -> None:
+        """End of the stream: bad frames still waiting for a first good pose cannot be rendered."""
+        if self._leading:
+            if not interrupted:
+                raise UserError(f"no usable frame in the stream; all {len(self._leading)} frames are bad "
+                                f"({', '.join(f'{k} {n}' for k, n in self.counts.bad.items())})", self.where)
+            self.counts.add(held=-len(self._leading), skipped=len(self._leading))
+            self._leading = []
+
+    def _bad(self, exc: BadFrame, index: int, placed: bool = True) -> Iterator[Tuple[int, Any]]:
+        if self.policy == "error":
+            raise UserError(f"{exc} (--on-bad-frame error)")
+        action = "held" if self.policy == "hold" and placed else "skipped"
+        with self.counts._lock:
+            self.counts.frames_in += 1
+            self.counts.bad[exc.kind] += 1
+        if exc.kind not in self._logged:
+            self._logged.add(exc.kind)
+            self.log(f"warning: bad frame: {exc}; {action} (--on-bad-frame {self.policy}); "
+                     f"further '{exc.kind}' frames are counted, not logged")
+        if action == "skipped":
+            self.counts.add(skipped=1)
+            return
+        self.counts.add(held=1)
+        if self.last_good is None:
+            self._leading.append(index)
+        else:
+            yield index, self.last_good

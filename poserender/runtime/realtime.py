@@ -1,0 +1,86 @@
+"""Real-time mode: the output clock, the late-frame policy, and what the summary reports.
+
+Output frame ``k`` (its *slot*) is due at ``t0 + k / fps``. The first frame is written as soon
+as it is ready, and ``t0`` is one tick after that: one frame period of slack against jitter (a
+frame that takes a little longer than the first one is not late at once). A frame that is ready early waits for its tick; a frame that is not ready
+at its tick is *late*, and ``--late`` says what happens:
+
+- ``queue``: it is written as soon as it is ready; nothing is lost, latency may grow;
+- ``drop``: it is not written (counted as dropped); input frames whose tick has already passed
+  (by the current render latency) are dropped before rendering, so the renderer catches up;
+- ``hold``: as ``drop``, and the previous frame is written again at the missed tick (counted
+  as held), so the output has exactly one frame per tick and stays in step with audio.
+
+The summary reports the first-frame delay (first input frame read -> first frame written),
+the jitter (standard deviation of write time - tick, over written frames), and the dropped
+and held counts.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any, Dict, Optional
+
+from .metrics import Samples
+
+LATE_POLICIES = ("drop", "hold", "queue")
+
+
+class RealtimeClock:
+    def __init__(self, fps: float, late: str):
+        if late not in LATE_POLICIES:
+            raise ValueError(f"late policy {late!r}; expected one of {LATE_POLICIES}")
+        self.fps, self.period, self.late = fps, 1.0 / fps, late
+        self.t0: Optional[float] = None
+        self.first_input: Optional[float] = None
+        self.first_write: Optional[float] = None
+        self.latency = 0.0          # recent time from a batch being formed to its frames written
+        self.lateness = Samples()   # write time - tick, seconds, per written frame
+        self._sum = self._sum_sq = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self.t0 is not None
+
+    def tick(self, slot: int) -> float:
+        return self.t0 + slot * self.period
+
+    def input_is_stale(self, slot: int, now: float) -> bool:
+        """drop/hold: will this not-yet-rendered frame miss its tick anyway?"""
+        if self.late == "queue" or self.t0 is None:
+            return False
+        with self._lock:
+            latency = self.latency
+        return self.tick(slot) < now + latency
+
+    def note_latency(self, seconds: float) -> None:
+        with self._lock:
+            self.latency = seconds if self.latency == 0 else 0.8 * self.latency + 0.2 * seconds
+
+    def note_written(self, slot: int, when: float) -> None:
+        if self.t0 is None:
+            self.first_write = when
+            self.t0 = when - slot * self.period + self.period
+            return
+        late = when - self.tick(slot)
+        self.lateness.add(late)
+        self._sum += late
+        self._sum_sq += late * late
+
+    def wait_for_tick(self, slot: int, stop: threading.Event) -> None:
+        if self.t0 is not None:
+            delay = self.tick(slot) - time.perf_counter()
+            if delay > 0:
+                stop.wait(delay)
+
+    def summary(self) -> Dict[str, Any]:
+        n = self.lateness.count
+        mean = self._sum / n if n else 0.0
+        std = math.sqrt(max(self._sum_sq / n - mean * mean, 0.0)) if n else 0.0
+        delay = None if self.first_write is None or self.first_input is None else self.first_write - self.first_input
+        late = self.lateness.summary_ms()
+        return {"fps": self.fps, "late_policy": self.late,
+                "first_frame_delay_ms": None if delay is None else round(delay * 1e3, 2),
+                "jitter_ms": round(std * 1e3, 3), "lateness_ms": {k: late[k] for k in ("p50", "p99", "mean")}}
