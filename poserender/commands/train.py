@@ -1,0 +1,167 @@
+"""`poserender train`: train a model family; the checkpoints go straight into `poserender export`.
+
+Runs as a plain process (one CPU or GPU) or under torchrun for DDP:
+``torchrun --nproc_per_node 2 -m poserender.cli train pose2img --config cfg.yaml``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import click
+
+from .common import log, user_errors
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+AMP_CHOICES = ("off", "bf16", "fp16")
+
+
+class TrainProgress:
+    """One line on a terminal: step, bar, loss terms, it/s, ETA; elsewhere a line every 5 %."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.shown = False
+        self.last_line = 0.0
+
+    def __call__(self, step: int, total: int, scalars: Dict[str, float], it_per_s: float) -> None:
+        terms = " ".join(f"{k} {v:.3g}" for k, v in scalars.items() if k not in ("it_per_s", "lr"))
+        eta = (total - step) / it_per_s if it_per_s > 0 else 0.0
+        if self.tty:
+            filled = int(24 * step / max(total, 1))
+            sys.stderr.write(f"\r{self.label} {step}/{total} [{'#' * filled}{'.' * (24 - filled)}] {terms} "
+                             f"| {it_per_s:.2f} it/s, eta {eta:.0f} s \x1b[K")
+            sys.stderr.flush()
+            self.shown = True
+        elif step == total or step % max(1, total // 20) == 0:
+            log(f"{self.label} step {step}/{total}: {terms} | {it_per_s:.2f} it/s, eta {eta:.0f} s")
+
+    def finish(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def _run_options(f):
+    """Options shared by every family's trainer."""
+    decorators = [
+        click.option("-o", "--output", "output", type=click.Path(file_okay=False),
+                     help="Run folder for checkpoints, TensorBoard events and metrics.jsonl "
+                          "(default: runs/<config name>)."),
+        click.option("--resume", help="Continue exactly from a checkpoint of this trainer, or 'auto' "
+                                      "for the latest one in the run folder."),
+        click.option("--steps", type=int, help="Total training steps (overrides the config)."),
+        click.option("--batch-size", type=int, help="Batch size per process (overrides the config)."),
+        click.option("--lr", type=float, help="Generator learning rate (overrides the config)."),
+        click.option("--seed", type=int, help="Seed for weights, pairing and shuffling (overrides the config)."),
+        click.option("--workers", type=int, help="DataLoader worker processes (overrides the config)."),
+        click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
+                     help="auto: CUDA device LOCAL_RANK when CUDA is usable, else CPU."),
+        click.option("--amp", type=click.Choice(AMP_CHOICES), default="off", show_default=True,
+                     help="Mixed precision on CUDA: bf16, or fp16 with gradient scaling."),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+@click.group("train")
+def train() -> None:
+    """Train a model; checkpoints are the reference format plus metadata, ready for export.
+
+    \b
+    poserender train pose2img --config configs/pose2img_oliver_tiny.yaml -o runs/tiny
+    poserender export runs/tiny/ckpt_final.pth -o art/tiny
+    torchrun --nproc_per_node 2 -m poserender.cli train pose2img --config cfg.yaml -o runs/ddp
+    """
+
+
+@train.command("pose2img")
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False),
+              help="Pose2Img YAML (the reference's POSE2IMAGE section + our TRAINING section), "
+                   "e.g. configs/pose2img_oliver_tiny.yaml.")
+@click.option("--frames", type=click.Path(), help="Video or folder of frames (overrides TRAINING.data.frames).")
+@click.option("--keypoints", type=click.Path(), help="Keypoints for the frames (overrides TRAINING.data.keypoints).")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False),
+              help="torchvision VGG19 state dict (e.g. vgg19-dcbb9e9d.pth) for the perceptual and style "
+                   "losses; without it they are off (nothing is downloaded).")
+@_run_options
+@user_errors
+def train_pose2img(config: str, frames: Optional[str], keypoints: Optional[str], vgg_weights: Optional[str],
+                   output: Optional[str], resume: Optional[str], steps: Optional[int], batch_size: Optional[int],
+                   lr: Optional[float], seed: Optional[int], workers: Optional[int], device: str, amp: str) -> None:
+    """Train the Pose2Img generator (+ discriminator) on frames of one person."""
+    from ..training.config import load_train_config
+    from ..training.distributed import setup, teardown
+    from ..training.pose2img_trainer import Pose2ImgTrainer, RunOptions
+
+    cfg = load_train_config(config, {"frames": frames, "keypoints": keypoints, "steps": steps,
+                                     "batch_size": batch_size, "lr": lr, "seed": seed, "workers": workers})
+    run_dir = Path(output) if output else Path("runs") / Path(config).stem
+    ctx = setup(device)
+    say = log if ctx.is_main else (lambda s: None)
+    progress = TrainProgress("pose2img")
+    try:
+        started = time.perf_counter()
+        trainer = Pose2ImgTrainer(cfg, RunOptions(run_dir, resume, vgg_weights, amp, warn=say,
+                                                  on_step=progress if ctx.is_main else None), ctx)
+        h, w = trainer.geometry.height, trainer.geometry.width
+        say(f"pose2img: {len(trainer.train_set)} training / {len(trainer.val_set)} validation frames, "
+            f"{h}x{w}, width {cfg.width}, {ctx.world_size} process(es) on {ctx.device}"
+            f"{' (' + ctx.backend + ')' if ctx.backend else ''}, batch {cfg.batch_size} per process")
+        result = trainer.fit()
+        progress.finish()
+        last = result["last"]
+        say(f"trained to step {result['step']} in {time.perf_counter() - started:.1f} s "
+            f"(loss {last.get('total', float('nan')):.4g}, {last.get('it_per_s', 0):.2f} it/s): "
+            f"{result['checkpoint'] or run_dir}")
+    finally:
+        progress.finish()
+        teardown(ctx)
+
+
+@train.command("psc")
+@click.option("--stage", required=True, type=click.Choice(("pm", "aa", "ct")),
+              help="Which net: pm (PM-Net, pose interpolation), aa (AA-Net, parsing), ct (CT-Net, image).")
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False),
+              help="YAML with a PSC section, e.g. configs/psc_tiny.yaml.")
+@click.option("--data", type=click.Path(), help="PSC train folder (overrides PSC.data), e.g. data/train.")
+@click.option("--size", type=int, help="Square training canvas, a multiple of 16 (overrides PSC.size; the "
+                                       "reference trains at 256). The heat-map sigma scales with it.")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False),
+              help="torchvision VGG19 state dict for CT-Net's content and style losses; without it they are off.")
+@_run_options
+@user_errors
+def train_psc(stage: str, config: str, data: Optional[str], size: Optional[int], vgg_weights: Optional[str],
+              output: Optional[str],
+              resume: Optional[str], steps: Optional[int], batch_size: Optional[int], lr: Optional[float],
+              seed: Optional[int], workers: Optional[int], device: str, amp: str) -> None:
+    """Train one PSC stage; -o DIR collects pm.pth, aa.pth and ct.pth (a PSC checkpoint folder)."""
+    from ..training.distributed import setup, teardown
+    from ..training.loop import RunOptions
+    from ..training.psc_trainer import PscTrainer, load_psc_config
+
+    cfg = load_psc_config(config, stage, {"data": data, "steps": steps, "batch_size": batch_size, "lr": lr,
+                                          "seed": seed, "workers": workers, "size": size})
+    out_dir = Path(output) if output else Path("runs") / Path(config).stem
+    ctx = setup(device)
+    say = log if ctx.is_main else (lambda s: None)
+    progress = TrainProgress(f"psc {stage}")
+    try:
+        started = time.perf_counter()
+        trainer = PscTrainer(cfg, RunOptions(out_dir / stage, resume, vgg_weights, amp, warn=say,
+                                             on_step=progress if ctx.is_main else None), ctx)
+        say(f"psc {stage}: {len(trainer.train_set)} samples, {cfg.size}x{cfg.size}, {trainer.schedule.steps} steps, "
+            f"{ctx.world_size} process(es) on {ctx.device}{' (' + ctx.backend + ')' if ctx.backend else ''}, "
+            f"batch {cfg.batch_size} per process")
+        result = trainer.fit()
+        progress.finish()
+        last = result["last"]
+        say(f"trained {stage} to step {result['step']} in {time.perf_counter() - started:.1f} s "
+            f"(loss {last.get('total', float('nan')):.4g}): {out_dir / (stage + '.pth')} "
+            f"(resumable: {result['checkpoint'] or out_dir / stage})")
+    finally:
+        progress.finish()
+        teardown(ctx)
