@@ -28,9 +28,25 @@ def _pose2img_torch_stage(manifest: Dict[str, Any], stage_name: str):
     return (SourceStage if stage_name == "source" else FrameStage)(generator, geometry)
 
 
+def _psc_torch_stage(manifest: Dict[str, Any], stage_name: str):
+    from ..models.psc.checkpoint import is_psc_checkpoint_dir, load_psc_nets
+    from ..models.psc.stages import psc_stages
+
+    folder = manifest.get("checkpoint", {}).get("path")
+    if not folder or not is_psc_checkpoint_dir(folder):
+        raise UserError(f"--backend torch needs the PSC checkpoint folder this model was exported from "
+                        f"({folder or 'not recorded'}, with pm.pth/aa.pth/ct.pth), and it is not there; "
+                        "use --backend ort-cpu")
+    pm, aa, ct, _ = load_psc_nets(folder, manifest.get("bn_stats", "sample"))
+    h, w = manifest["canvas"]
+    return dict((spec.name, module) for spec, module in
+                psc_stages(pm, aa, ct, h, w, manifest["config"].get("sigma", 100.0)))[stage_name]
+
+
 #: manifest "family" -> function(manifest, stage_name) -> the torch module of that stage
 TORCH_STAGE_BUILDERS: Dict[str, Callable[[Dict[str, Any], str], Any]] = {
     "pose2img": _pose2img_torch_stage,
+    "psc": _psc_torch_stage,
 }
 
 

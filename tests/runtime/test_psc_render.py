@@ -1,0 +1,204 @@
+"""PSC rendering through the CLI (`poserender render-psc`): the three modes, the panels strip,
+bad input (one line, exit 2, nothing written), and the reference-parity check on the demo data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from poserender.cli import main
+from poserender.keypoints.coco18 import template_pose
+from poserender.runtime.psc_render import image_to_bgr8, parsing_image
+
+SIZE = 64
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+
+
+def _run(*args):
+    return CliRunner().invoke(main, ["render-psc", *map(str, args)])
+
+
+def _pose_csv(path: Path, xy: np.ndarray) -> Path:
+    rows = [[0] + list(xy[:, 0]), [0] + list(xy[:, 1])]
+    path.write_text("\n".join(",".join(f"{v:.3f}" for v in r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_psc(tmp_path_factory):
+    """A 64 x 64 export of random-weight nets, and a reference-layout folder with two samples."""
+    from poserender.export.psc_export import export_psc, verification_feeds
+    from poserender.models.psc import AANet, CTNet, PMNet
+
+    root = tmp_path_factory.mktemp("psc")
+    ckpt = root / "ckpt"
+    ckpt.mkdir()
+    torch.manual_seed(7)
+    for name, net in (("pm.pth", PMNet()), ("aa.pth", AANet()), ("ct.pth", CTNet())):
+        torch.save(net.state_dict(), ckpt / name)
+    export_psc(ckpt, root / "art", height=SIZE, width=SIZE)
+    data = root / "data"
+    for sub in ("I0", "S0", "P0", "P1"):
+        (data / sub).mkdir(parents=True)
+    feeds = verification_feeds(SIZE, SIZE)
+    pose = template_pose(SIZE, SIZE)
+    for k, stem in enumerate(("a", "b")):
+        image = image_to_bgr8(np.roll(feeds["source"]["source_image"], 5 * k, axis=3))
+        cv2.imwrite(str(data / "I0" / f"{stem}.jpg"), image)
+        labels = feeds["source"]["source_labels"][0]
+        cv2.imwrite(str(data / "S0" / f"{stem}.png"), np.repeat(labels[:, :, None], 3, axis=2))
+        _pose_csv(data / "P0" / f"{stem}.csv", pose)
+        _pose_csv(data / "P1" / f"{stem}.csv", pose + [3 + k, -2])
+    return root / "art", data
+
+
+def test_reference_layout_with_panels(tiny_psc, tmp_path):
+    art, data = tiny_psc
+    out = tmp_path / "out"
+    result = _run(art, "--psc-data", data, "--t", "0.5,1", "--panels", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "rendered 4 images of 2 samples" in result.output
+    assert sorted(p.name for p in out.glob("*.png")) == ["a_0.50.png", "a_1.00.png", "b_0.50.png", "b_1.00.png"]
+    strip = cv2.imread(str(out / "process" / "b_1.00.png"))
+    assert strip.shape == (SIZE, 7 * SIZE, 3)
+    labels = cv2.imread(str(data / "S0" / "b.png"))[:, :, 0]
+    assert np.array_equal(strip[:, 2 * SIZE:3 * SIZE], parsing_image(labels))        # S0 colours
+    assert np.abs(strip[:, 3 * SIZE:4 * SIZE].astype(int) - cv2.imread(str(data / "I0" / "b.jpg"))).max() <= 1
+    assert np.array_equal(strip[:, 6 * SIZE:], cv2.imread(str(out / "b_1.00.png")))   # the output itself
+    assert strip[:, :SIZE].any() and strip[:, 4 * SIZE:5 * SIZE].any()                 # skeletons drawn
+
+
+def test_sequence_and_interpolation_modes(tiny_psc, tmp_path):
+    art, data = tiny_psc
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    for i in range(5):
+        _pose_csv(poses / f"{i:03d}.csv", template_pose(SIZE, SIZE) + i)
+    result = _run(art, "--source", data / "I0" / "a.jpg", "--source-parsing", data / "S0" / "a.png",
+                  "--keypoints", poses, "-o", tmp_path / "seq.mp4", "--batch", "2")
+    assert result.exit_code == 0, result.output
+    with av.open(str(tmp_path / "seq.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 5
+    result = _run(art, "--source", data / "I0" / "a.jpg", "--source-parsing", data / "S0" / "a.png",
+                  "--key-poses", data / "P0" / "a.csv", data / "P1" / "a.csv", "--frames", "3",
+                  "-o", tmp_path / "interp")
+    assert result.exit_code == 0, result.output
+    assert "5 frames (3 in-between)" in result.output
+    assert len(list((tmp_path / "interp").glob("*.png"))) == 5
+
+
+def test_openpose_stream_with_a_missing_person_is_held(tiny_psc, tmp_path):
+    art, data = tiny_psc
+    frames = tmp_path / "json"
+    frames.mkdir()
+    body = np.zeros((25, 3))
+    body[[0, 1, 2, 5, 8, 9, 12], :2] = 30
+    body[:, 2] = 0.8
+    for i in range(3):
+        people = [] if i == 1 else [{"pose_keypoints_2d": body.ravel().tolist()}]
+        (frames / f"x_{i:012d}_keypoints.json").write_text(json.dumps({"people": people}))
+    result = _run(art, "--source", data / "I0" / "a.jpg", "--source-parsing", data / "S0" / "a.png",
+                  "--keypoints", frames, "-o", tmp_path / "held")
+    assert result.exit_code == 0, result.output
+    assert "3 frames, 1 held" in result.output
+    result = _run(art, "--source", data / "I0" / "a.jpg", "--source-parsing", data / "S0" / "a.png",
+                  "--keypoints", frames, "--on-bad-frame", "error", "-o", tmp_path / "err")
+    assert result.exit_code == 2 and "frame 1: no person detected" in result.output
+    assert not (tmp_path / "err").exists()
+
+
+def _copy_layout(data: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(data, dest)
+    return dest
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("labels", "b.png: has label 9 (10 pixels); the model has 7 classes, labels 0..6"),
+    ("parsing_size", "b.png: parsing is 32x32; expected 64x64 (refused, not resized"),
+    ("csv", "P1/b.csv: row 2 has 3 columns; expected 19"),
+    ("count", "P0: 1 files for 2 images in I0/ (missing b)"),
+    ("folder", "has no P1/ folder"),
+])
+def test_bad_reference_layout_is_one_line_exit_2_and_writes_nothing(tiny_psc, tmp_path, damage, message):
+    art, data = tiny_psc
+    layout = _copy_layout(data, tmp_path / "layout")
+    if damage == "labels":
+        labels = cv2.imread(str(layout / "S0" / "b.png"))
+        labels[:2, :5] = 9
+        cv2.imwrite(str(layout / "S0" / "b.png"), labels)
+    elif damage == "parsing_size":
+        cv2.imwrite(str(layout / "S0" / "b.png"), np.zeros((32, 32, 3), np.uint8))
+    elif damage == "csv":
+        (layout / "P1" / "b.csv").write_text(",".join(["0"] * 19) + "\n0,1,2\n")
+    elif damage == "count":
+        (layout / "P0" / "b.csv").unlink()
+    else:
+        import shutil
+        shutil.rmtree(layout / "P1")
+    result = _run(art, "--psc-data", layout, "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("poserender: error: ") and message in lines[0], result.output
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_wrong_image_size_is_resized_with_a_warning(tiny_psc, tmp_path):
+    art, data = tiny_psc
+    layout = _copy_layout(data, tmp_path / "layout")
+    cv2.imwrite(str(layout / "I0" / "a.jpg"), cv2.resize(cv2.imread(str(layout / "I0" / "a.jpg")), (96, 80)))
+    result = _run(art, "--psc-data", layout, "--t", "1", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "a.jpg: image is 96x80, the model's canvas is 64x64; resized" in result.output
+
+
+def test_option_conflicts_are_user_errors(tiny_psc, tmp_path):
+    art, data = tiny_psc
+    result = _run(art, "--psc-data", data, "--keypoints", data / "P0", "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "got --psc-data and --keypoints" in result.output
+    result = _run(art, "--keypoints", data / "P0", "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "needs --source (I0 image) and --source-parsing" in result.output
+    result = _run(art, "--psc-data", data, "--t", "0.2,x", "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "--t '0.2,x'" in result.output
+
+
+def _done_check(out: Path, key: str) -> float:
+    """Worst fraction (over samples and t) of pixels within 2 levels of the fixture's image."""
+    worst = 1.0
+    for case in json.loads((SHARED / "fixtures" / "psc" / "manifest.json").read_text())["cases"]:
+        arrays = np.load(SHARED / "fixtures" / "psc" / case["file"])
+        want = np.clip(np.round((arrays[key][0].transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5), 0, 255)
+        got = cv2.imread(str(out / f"{case['sample']}_{case['t']:.2f}.png")).astype(int)
+        worst = min(worst, float((np.abs(got - want).max(-1) <= 2).mean()))
+    return worst
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["ort-cpu", "torch"])
+def test_demo_data_renders_the_fixture_eval_chain(tmp_path_factory, backend):
+    """Done check, eval-mode BatchNorm (--aa-norm eval): every sample and t equals the fixture's
+    `ct` as uint8 BGR within 2 levels on >= 99.9 % of pixels (measured: 100 %, max 1 level)."""
+    if not (SHARED / "fixtures" / "psc" / "manifest.json").is_file():
+        pytest.skip("../shared/fixtures/psc not found")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("w", SHARED / "fixtures" / "weights.py")
+    weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(weights)
+    manifest = json.loads((SHARED / "fixtures" / "psc" / "manifest.json").read_text())
+    ckpt = tmp_path_factory.mktemp("authors_ckpt")
+    for net, name in (("pm_net", "pm.pth"), ("aa_net", "aa.pth"), ("ct_net", "ct.pth")):
+        state = weights.make_state_dict(manifest["nets"][net]["state_dict"])
+        torch.save({k: torch.from_numpy(v) for k, v in state.items()}, ckpt / name)
+    out = tmp_path_factory.mktemp("done") / "out"
+    result = _run(ckpt, "--aa-norm", "eval", "--psc-data", SHARED / "data" / "psc" / "test", "--t", "0.2,0.6,1",
+                  "--backend", backend, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert _done_check(out, "ct") >= 0.999
