@@ -20,7 +20,6 @@ COMMANDS = {
     "doctor": "poserender.commands.doctor:doctor",
     "export": "poserender.commands.export:export_cmd",
     "render": "poserender.commands.render:render",
-    "render-psc": "poserender.commands.render_psc:render_psc_cmd",
     "train": "poserender.commands.train:train",
     "verify": "poserender.commands.verify:verify",
 }

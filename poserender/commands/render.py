@@ -1,4 +1,8 @@
-"""`poserender render`: a keypoint file or live stream -> video, frames, or raw frames on stdout."""
+"""`poserender render`: a keypoint file or live stream -> video, frames, or raw frames on stdout.
+
+The model's family (manifest ``family``; none = pose2img) picks the inputs: pose2img takes
+--source/--source-keypoints, PSC --source/--source-parsing (or --psc-data, or --key-poses). Pose
+streams of both families run through the streaming pipeline (runtime.stream)."""
 from __future__ import annotations
 
 import os
@@ -11,6 +15,7 @@ import click
 
 from ..errors import UserError
 from .common import WARP_CHOICES, log, model_dir_for, user_errors
+from .render_psc import psc_mode, psc_model_dir, psc_render_options, render_psc
 
 
 class StreamProgress:
@@ -67,7 +72,7 @@ def summary_lines(result, output: str) -> list:
 
 
 def render_model(model_dir: Path, backend: str, *, source_image, source_keypoints, keypoints, output,
-                 fmt: Optional[str] = None, fps: float = 15.0, audio=None, batch: int = 4,
+                 source_parsing=None, fmt: Optional[str] = None, fps: float = 15.0, audio=None, batch: int = 4,
                  on_bad_frame: str = "hold", max_frames: Optional[int] = None, max_wait_ms: float = 50.0,
                  devices: Optional[str] = None, replicate: bool = False, realtime: bool = False,
                  late: str = "hold", follow: bool = False, follow_timeout: float = 10.0, preview=None,
@@ -82,7 +87,7 @@ def render_model(model_dir: Path, backend: str, *, source_image, source_keypoint
     progress = StreamProgress()
     try:
         result = render_stream(model_dir, backend, source_image=source_image, source_keypoints=source_keypoints,
-                               keypoints=keypoints, output=output, fmt=fmt, fps=fps, audio=audio, codec=codec,
+                               source_parsing=source_parsing, keypoints=keypoints, output=output, fmt=fmt, fps=fps, audio=audio, codec=codec,
                                options=options, follow=follow, follow_timeout=follow_timeout, preview=preview,
                                preview_every=preview_every, metrics_path=metrics, log=log, progress=progress)
     finally:
@@ -110,11 +115,14 @@ def _quiet_stdout() -> None:
 
 @click.command()
 @click.argument("model", type=click.Path())
-@click.option("--source", "source", required=True, type=click.Path(), help="Source image (the identity), e.g. frame.jpg.")
-@click.option("--source-keypoints", required=True, type=click.Path(), help="Its OpenPose keypoints (.npy 3x137 or .json).")
-@click.option("--keypoints", required=True,
+@click.option("--source", "source", type=click.Path(), help="Source image (the identity), e.g. frame.jpg "
+              "(PSC: I0/0001.jpg).")
+@click.option("--source-keypoints", type=click.Path(), help="pose2img: the source's OpenPose keypoints (.npy 3x137 "
+              "or .json); required for pose2img models.")
+@click.option("--keypoints",
               help="Target poses: .npz, .npy, an OpenPose JSON folder, '-' (JSON lines on stdin) or "
-                   "tcp://127.0.0.1:PORT (a listener; one JSON object per line).")
+                   "tcp://127.0.0.1:PORT (a listener; one JSON object per line). PSC: also a csv or a folder "
+                   "of csv files, COCO-18 in canvas pixels.")
 @click.option("-o", "--output", required=True, type=click.Path(allow_dash=True),
               help="out.mp4, a folder for png/jpg frames, or '-' for raw BGR frames on stdout.")
 @click.option("--config", type=click.Path(), help="Pose2Img YAML when MODEL is a checkpoint.")
@@ -150,34 +158,94 @@ def _quiet_stdout() -> None:
 @click.option("--preview", type=click.Path(), help="Also write a contact sheet PNG of every Nth frame, e.g. sheet.png.")
 @click.option("--preview-every", default=25, show_default=True, help="N for --preview.")
 @click.option("--metrics", type=click.Path(), help="Write per-stage timings, counts and fps as JSON, e.g. m.json.")
+@psc_render_options
 @user_errors
 def render(model, source, source_keypoints, keypoints, output, config, scale, warp_mode, backend, fmt, fps,
            audio, codec, batch, max_wait_ms, on_bad_frame, max_frames, devices, replicate, realtime, late,
-           follow, follow_timeout, preview, preview_every, metrics) -> None:
+           follow, follow_timeout, preview, preview_every, metrics, psc_data, t_values, panels, source_parsing,
+           key_poses, frames, aa_norm) -> None:
     """Render KEYPOINTS with the appearance of SOURCE, through the streaming pipeline.
 
-    MODEL is a folder from `poserender export`, or a checkpoint (.pth) with --config, which is
-    exported to a cache on first use. Stages overlap (reading, batching, rendering, encoding),
-    bad frames follow --on-bad-frame, Ctrl-C finishes the frames in flight and closes the output.
+    MODEL is a folder from `poserender export`, a pose2img checkpoint (.pth) with --config, or a
+    PSC checkpoint folder (pm.pth, aa.pth, ct.pth); checkpoints are exported to a cache on first
+    use. The model's family picks the inputs: pose2img needs --source-keypoints, PSC
+    --source-parsing. Stages overlap (reading, batching, rendering, encoding), bad frames follow
+    --on-bad-frame, Ctrl-C finishes the frames in flight and closes the output.
 
     \b
     poserender render art/oliver --source img.jpg --source-keypoints kp.npy \\
         --keypoints poses.npz --audio speech.mp4 -o out.mp4 --batch 4
     openpose_to_jsonl | poserender render art/oliver ... --keypoints - -o - --realtime --fps 25 \\
         | ffmpeg -f rawvideo -pix_fmt bgr24 -s 256x256 -r 25 -i - stream.mp4
+    poserender render art/psc --source I0/0001.jpg --source-parsing S0/0001.png \\
+        --keypoints poses/ -o out.mp4
+    poserender render art/psc --psc-data data/test --t 0.2,0.6,1 --panels -o out/test
+    poserender render art/psc --source I0/0001.jpg --source-parsing S0/0001.png \\
+        --key-poses P0/0001.csv P1/0001.csv --frames 30 -o interp.mp4
     """
     if fps <= 0 or batch < 1:
         raise UserError(f"--fps {fps:g} and --batch {batch} must be positive")
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames {max_frames}; expected at least 1")
     for option, value in (("--source", source), ("--source-keypoints", source_keypoints),
+                          ("--source-parsing", source_parsing), ("--psc-data", psc_data),
                           ("--keypoints", keypoints), ("--audio", audio)):
         if value is not None and value != "-" and not str(value).startswith("tcp://") and not Path(value).exists():
             raise UserError(f"{option} not found", value)
-    model_dir = model_dir_for(model, config, scale, warp_mode)
+    model_dir, family = _resolve_model(model, config, scale, warp_mode, aa_norm)
+    stream = dict(output=output, fmt=fmt, fps=fps, audio=Path(audio) if audio else None, batch=batch,
+                  on_bad_frame=on_bad_frame, max_frames=max_frames, max_wait_ms=max_wait_ms, devices=devices,
+                  replicate=replicate, realtime=realtime, late=late, follow=follow, follow_timeout=follow_timeout,
+                  preview=preview, preview_every=preview_every, metrics=metrics, codec=codec)
+    if family == "psc":
+        if source_keypoints:
+            raise UserError("--source-keypoints is for pose2img models; a PSC model takes --source-parsing "
+                            "(the S0 label PNG of --source)", model)
+        mode = psc_mode(psc_data, keypoints, key_poses, source, source_parsing, frames, audio, max_frames)
+        if mode == "sequence":
+            render_model(model_dir, backend, source_image=Path(source), source_keypoints=None,
+                         source_parsing=Path(source_parsing), keypoints=keypoints, **stream)
+            return
+        stream_only = [name for name, given in (("-o -", output == "-"), ("--realtime", realtime),
+                                                ("--follow", follow), ("--preview", preview),
+                                                ("--metrics", metrics), ("--devices", devices),
+                                                ("--replicate", replicate)) if given]
+        if stream_only:
+            raise UserError(f"{', '.join(stream_only)} apply to pose streams (--keypoints); not to "
+                            f"{'--psc-data' if mode == 'layout' else '--key-poses'}")
+        render_psc(model_dir, backend, output, fmt, fps, audio, batch, source, psc_data, t_values, panels,
+                   source_parsing, key_poses or None, frames)
+        sys.stdout.flush()
+        return
+    psc_only = [name for name, given in (("--psc-data", psc_data), ("--key-poses", key_poses),
+                                         ("--frames", frames), ("--panels", panels),
+                                         ("--source-parsing", source_parsing)) if given]
+    if psc_only:
+        raise UserError(f"{', '.join(psc_only)} apply to PSC models; this is a {family} model", model_dir)
+    missing = [name for name, given in (("--source", source), ("--source-keypoints", source_keypoints),
+                                        ("--keypoints", keypoints)) if not given]
+    if missing:
+        raise UserError(f"a {family} model needs --source (image), --source-keypoints and --keypoints; "
+                        f"missing {', '.join(missing)}")
     render_model(model_dir, backend, source_image=Path(source), source_keypoints=Path(source_keypoints),
-                 keypoints=keypoints, output=output, fmt=fmt, fps=fps, audio=Path(audio) if audio else None,
-                 batch=batch, on_bad_frame=on_bad_frame, max_frames=max_frames, max_wait_ms=max_wait_ms,
-                 devices=devices, replicate=replicate, realtime=realtime, late=late, follow=follow,
-                 follow_timeout=follow_timeout, preview=preview, preview_every=preview_every, metrics=metrics,
-                 codec=codec)
+                 keypoints=keypoints, **stream)
+
+
+def _resolve_model(model: str, config, scale, warp_mode, aa_norm):
+    """(exported model folder, family): an exported folder as is; a pose2img checkpoint (.pth) or a
+    PSC checkpoint folder (pm.pth, aa.pth, ct.pth) exported once into the cache."""
+    from ..manifest import read_manifest
+
+    path = Path(model)
+    psc_checkpoint = path.is_dir() and not (path / "manifest.json").is_file() and \
+        all((path / n).is_file() for n in ("pm.pth", "aa.pth", "ct.pth"))
+    if psc_checkpoint or aa_norm:
+        if config or scale or warp_mode:
+            raise UserError("--config/--scale/--warp-mode apply to a pose2img checkpoint; this is a PSC model", path)
+        model_dir = psc_model_dir(model, aa_norm)
+    else:
+        model_dir = model_dir_for(model, config, scale, warp_mode)
+    family = read_manifest(model_dir).get("family", "pose2img")
+    if aa_norm and family != "psc":
+        raise UserError(f"--aa-norm applies to PSC models; this is a {family} model", model_dir)
+    return model_dir, family

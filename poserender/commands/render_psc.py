@@ -1,26 +1,25 @@
-"""PSC rendering from the command line: the psc-only options (``psc_render_options``) and
-:func:`render_psc`, which picks the mode from them and runs it.
-
-Until ``poserender render`` dispatches on the manifest's family, ``poserender render-psc`` exposes
-it on its own (same shared options as ``render``).
+"""The PSC side of ``poserender render`` (which dispatches on the manifest's family): the psc-only
+options (``psc_render_options``), :func:`psc_mode` (which of the three modes the options select),
+:func:`psc_model_dir` (checkpoint folder -> cached export) and :func:`render_psc`, which runs the
+reference-layout and interpolation modes directly on the engines. The sequence mode (``--keypoints``)
+goes through the streaming pipeline (runtime.stream, adapters.PSCAdapter), like pose2img.
 
 \b
-poserender render-psc art/psc --psc-data data/test --t 0.2,0.4,0.6,0.8,1 --panels -o out/test
-poserender render-psc art/psc --source I0/0001.jpg --source-parsing S0/0001.png --keypoints poses/ -o out.mp4
-poserender render-psc art/psc --source I0/0001.jpg --source-parsing S0/0001.png \\
+poserender render art/psc --psc-data data/test --t 0.2,0.4,0.6,0.8,1 --panels -o out/test
+poserender render art/psc --source I0/0001.jpg --source-parsing S0/0001.png --keypoints poses/ -o out.mp4
+poserender render art/psc --source I0/0001.jpg --source-parsing S0/0001.png \\
     --key-poses P0/0001.csv P1/0001.csv --frames 30 -o interp.mp4
 """
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import click
 
 from ..errors import UserError
-from .common import Progress, cache_root, log, user_errors
+from .common import Progress, cache_root, log
 
 AA_NORMS = ("authors", "eval")
 
@@ -77,17 +76,10 @@ def psc_model_dir(model: str, aa_norm: Optional[str]) -> Path:
     return cached
 
 
-def render_psc(model_dir: Path, backend: str, output: str, fmt: Optional[str] = None, fps: float = 15.0,
-               audio: Optional[str] = None, batch: int = 4, on_bad_frame: str = "hold",
-               max_frames: Optional[int] = None, source: Optional[str] = None, keypoints: Optional[str] = None,
-               psc_data: Optional[str] = None, t_values: str = "0.2,0.4,0.6,0.8,1", panels: bool = False,
-               source_parsing: Optional[str] = None, key_poses: Optional[Sequence[str]] = None,
-               frames: Optional[int] = None) -> None:
-    """Run the PSC mode the options select and print the one-line summary."""
-    from ..engines.select import stage_engines
-    from ..manifest import read_manifest
-    from ..runtime import psc_render
-
+def psc_mode(psc_data: Optional[str], keypoints: Optional[str], key_poses: Optional[Sequence[str]],
+             source: Optional[str], source_parsing: Optional[str], frames: Optional[int], audio: Optional[str],
+             max_frames: Optional[int]) -> str:
+    """``layout``, ``sequence`` or ``interpolation`` from the options, or a UserError naming the conflict."""
     modes = [name for name, given in (("--psc-data", psc_data), ("--keypoints", keypoints),
                                       ("--key-poses", key_poses)) if given]
     if len(modes) != 1:
@@ -99,8 +91,30 @@ def render_psc(model_dir: Path, backend: str, output: str, fmt: Optional[str] = 
         raise UserError(f"{modes[0]} needs --source (I0 image) and --source-parsing (S0 label PNG)")
     if key_poses and frames is None:
         raise UserError("--key-poses needs --frames N (in-between frames)")
+    if frames is not None and not key_poses:
+        raise UserError("--frames applies to --key-poses (interpolation)")
     if psc_data and (audio or max_frames):
         raise UserError("--audio and --max-frames apply to video modes, not to --psc-data")
+    if key_poses and max_frames:
+        raise UserError("--max-frames applies to pose streams (--keypoints); use --frames with --key-poses")
+    return {"--psc-data": "layout", "--keypoints": "sequence", "--key-poses": "interpolation"}[modes[0]]
+
+
+def render_psc(model_dir: Path, backend: str, output: str, fmt: Optional[str] = None, fps: float = 15.0,
+               audio: Optional[str] = None, batch: int = 4, source: Optional[str] = None,
+               psc_data: Optional[str] = None, t_values: str = "0.2,0.4,0.6,0.8,1", panels: bool = False,
+               source_parsing: Optional[str] = None, key_poses: Optional[Sequence[str]] = None,
+               frames: Optional[int] = None) -> None:
+    """The reference-layout (``psc_data``) or interpolation (``key_poses``) mode, run directly on the
+    engines, and the one-line summary. (Pose streams go through ``render_model``.)"""
+    from ..engines.select import stage_engines
+    from ..manifest import read_manifest
+    from ..runtime import psc_render
+
+    if bool(psc_data) == bool(key_poses):
+        raise UserError("render_psc runs --psc-data or --key-poses (one of them)")
+    if fmt == "raw":
+        raise UserError("--format raw applies to pose streams (--keypoints); expected mp4, png or jpg here")
     manifest = read_manifest(model_dir)
     if manifest.get("family") != "psc":
         raise UserError(f"model family is {manifest.get('family', 'pose2img')!r}; the PSC options need a PSC model",
@@ -116,12 +130,6 @@ def render_psc(model_dir: Path, backend: str, output: str, fmt: Optional[str] = 
             result = psc_render.render_reference_layout(model, Path(psc_data), Path(output), _parse_ts(t_values),
                                                         panels, fmt or "png", batch, warn, progress)
             what = f"{result['images']} images of {result['samples']} samples to {result['path']}"
-        elif keypoints:
-            result = psc_render.render_pose_sequence(model, Path(source), Path(source_parsing), Path(keypoints),
-                                                     Path(output), fmt, fps, Path(audio) if audio else None, batch,
-                                                     on_bad_frame, max_frames, warn, progress)
-            extra = "".join(f", {n} {k}" for k, n in (("held", result["held"]), ("skipped", result["skipped"])) if n)
-            what = f"{result['frames']} frames{extra} to {result['summary'].path}"
         else:
             result = psc_render.render_interpolation(model, Path(source), Path(source_parsing), Path(key_poses[0]),
                                                      Path(key_poses[1]), frames, Path(output), fmt, fps,
@@ -134,40 +142,3 @@ def render_psc(model_dir: Path, backend: str, output: str, fmt: Optional[str] = 
     h, w = manifest["canvas"]
     click.echo(f"rendered {what} in {result['seconds']:.1f} s, backend {name}, psc {h}x{w}, "
                f"AA-Net norm {manifest['config'].get('aa_norm', 'authors')}")
-
-
-@click.command("render-psc")
-@click.argument("model", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(), help="out.mp4, or a folder (frames / images).")
-@click.option("--source", type=click.Path(), help="Source image I0, e.g. I0/0001.jpg.")
-@click.option("--keypoints", type=click.Path(), help="Pose stream: PSC csv (or a folder of them), OpenPose JSON "
-              "(BODY_25 or COCO) folder/file, or .npy; COCO-18 canvas pixels.")
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "ort-cpu", "torch"]))
-@click.option("--format", "fmt", type=click.Choice(["mp4", "png", "jpg"]), help="Default: from -o (png for folders).")
-@click.option("--fps", default=15.0, show_default=True, help="Output frame rate.")
-@click.option("--audio", type=click.Path(), help="Audio to mux into the mp4.")
-@click.option("--batch", default=4, show_default=True, help="Frames per stage call.")
-@click.option("--on-bad-frame", default="hold", show_default=True, type=click.Choice(["hold", "skip", "error"]))
-@click.option("--max-frames", type=int, help="Render only the first N poses of --keypoints.")
-@psc_render_options
-@user_errors
-def render_psc_cmd(model, output, source, keypoints, backend, fmt, fps, audio, batch, on_bad_frame, max_frames,
-                   psc_data, t_values, panels, source_parsing, key_poses, frames, aa_norm) -> None:
-    """Render with a PSC model (MODEL: exported folder, or a folder with pm.pth/aa.pth/ct.pth).
-
-    \b
-    poserender render-psc art/psc --psc-data data/test --t 0.2,0.6,1 --panels -o out/test
-    poserender render-psc art/psc --source I0/0001.jpg --source-parsing S0/0001.png \\
-        --keypoints poses/ -o out.mp4
-    poserender render-psc art/psc --source I0/0001.jpg --source-parsing S0/0001.png \\
-        --key-poses P0/0001.csv P1/0001.csv --frames 30 -o interp.mp4
-    """
-    if fps <= 0 or batch < 1:
-        raise UserError(f"--fps {fps:g} and --batch {batch} must be positive")
-    for option, value in (("--source", source), ("--source-parsing", source_parsing), ("--keypoints", keypoints),
-                          ("--psc-data", psc_data), ("--audio", audio)):
-        if value is not None and not Path(value).exists():
-            raise UserError(f"{option} not found", value)
-    render_psc(psc_model_dir(model, aa_norm), backend, output, fmt, fps, audio, batch, on_bad_frame, max_frames,
-               source, keypoints, psc_data, t_values, panels, source_parsing, key_poses or None, frames)
-    sys.stdout.flush()

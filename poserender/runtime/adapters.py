@@ -12,13 +12,14 @@ The pipeline (pipeline.py) is family-agnostic. It runs a model through this smal
    of the next by tensor name;
 5. ``frames(feed)`` returns the finished frames: uint8 BGR (B, H, W, 3).
 
-A family plugs in by implementing this protocol (the PSC adapter: AA-Net/CT-Net as frame
-stages, its I0/S0/P0 inputs in ``run_identity``). :class:`Pose2ImgAdapter` is the Pose2Img one.
+A family plugs in by implementing this protocol. :class:`Pose2ImgAdapter`: ``source`` once,
+``frame`` per batch. :class:`PSCAdapter`: ``source`` (I0, S0) once, then ``parsing`` (AA-Net:
+target pose -> target labels) and ``frame`` (CT-Net) per batch.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -26,9 +27,10 @@ from ..config import Pose2ImgConfig
 from ..engines.base import Engine
 from ..errors import BadFrame, UserError
 from ..keypoints import OPENPOSE_TO_122, canvas_transform, read_keypoints
+from ..keypoints.coco18 import BODY25_TO_COCO18, MISSING, N_COCO18, Coco18Sequence, read_psc_csv
 from ..keypoints.layout import N_JOINTS, N_OPENPOSE
 from .render import load_source_image, load_source_keypoints
-from .sources import Frame, FrameSource, OpenPoseFolderSource, SequenceSource
+from .sources import Coco18FileSource, Frame, FrameSource, OpenPoseFolderSource, SequenceSource
 
 Feed = Dict[str, np.ndarray]
 _OPENPOSE_MAP = np.asarray(OPENPOSE_TO_122)
@@ -112,12 +114,151 @@ class Pose2ImgAdapter:
         return feed["frames"]
 
 
-def adapter_for(manifest: Mapping, source_image: Optional[Path], source_keypoints: Optional[Path]) -> ModelAdapter:
+class PSCAdapter:
+    """PSC: the ``source`` stage once per identity (I0 image, S0 parsing), then per batch the
+    ``parsing`` stage (target pose -> target labels) and the ``frame`` stage (-> BGR frames).
+
+    Accepted per-frame points, in PSC canvas pixels: the 18 COCO joints, or OpenPose BODY_25 /
+    137-point rows (their COCO-18 joints are picked). A frame in which no joint is valid is bad
+    (kind ``empty``), NaN/inf coordinates are bad (kind ``nan``).
+    """
+
+    family = "psc"
+    identity_stages = ("source",)
+    frame_stages = ("parsing", "frame")
+
+    def __init__(self, manifest: Mapping, source_image: Path, source_parsing: Path,
+                 warn: Callable[[str], None] = lambda message: None):
+        from .psc_render import load_psc_image, load_psc_parsing
+
+        height, width = (int(v) for v in manifest["canvas"])
+        self.canvas_hw = (height, width)
+        # read and check the identity before anything else exists (bad input -> no output)
+        self._image = load_psc_image(Path(source_image), height, width, warn)
+        self._labels = load_psc_parsing(Path(source_parsing), height, width, int(manifest["config"]["classes"]))
+        self._identity: Optional[Feed] = None
+
+    def open_file(self, path: Path, fps: float) -> FrameSource:
+        """PSC csv (a file or a folder of them; a pose with a NaN/inf value is a bad frame, not an
+        error), OpenPose JSON (folder or file) or .npy."""
+        path = Path(path)
+        csvs = [path] if path.suffix.lower() == ".csv" and path.is_file() else (
+            _natural_csvs(path) if path.is_dir() else [])
+        if csvs:
+            return _Coco18Source(_read_csv_stream(path, csvs), fps)
+        return Coco18FileSource(path, fps)
+
+    def run_identity(self, engines: Mapping[str, Engine]) -> None:
+        self._identity = engines["source"].infer({"source_image": self._image, "source_labels": self._labels})
+
+    def normalise(self, frame: Frame) -> Tuple[np.ndarray, np.ndarray]:
+        """(18, 2) float32 canvas pixels (missing joints at -1) and (18,) float32 validity."""
+        xy, valid = frame.xy, frame.valid
+        if xy.shape[0] in (25, N_OPENPOSE):
+            pick = list(BODY25_TO_COCO18)
+            xy, valid = xy[pick], valid[pick]
+        elif xy.shape[0] != N_COCO18:
+            raise BadFrame(f"{xy.shape[0]} joints; expected {N_COCO18} (COCO-18), 25 (BODY_25) or {N_OPENPOSE} "
+                           "(OpenPose body+face+hands)", kind="shape", frame=frame.index)
+        if not np.isfinite(xy[valid]).all():
+            raise BadFrame(f"{int((~np.isfinite(xy[valid])).sum())} NaN/inf coordinates", kind="nan",
+                           frame=frame.index)
+        if not valid.any():
+            raise BadFrame("no person detected (no valid joint)", kind="empty", frame=frame.index)
+        xy = np.where(valid[:, None], xy, MISSING)
+        return xy.astype(np.float32), valid.astype(np.float32)
+
+    def prepare(self, frames: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Feed:
+        if self._identity is None:
+            raise RuntimeError("run_identity() must run before prepare()")
+        return {"target_keypoints": np.stack([f[0] for f in frames]),
+                "target_valid": np.stack([f[1] for f in frames]), **self._identity}
+
+    def frames(self, feed: Feed) -> np.ndarray:
+        return feed["frames"]
+
+
+class _Coco18Source(Coco18FileSource):
+    """:class:`Coco18FileSource` over an already read sequence."""
+
+    def __init__(self, seq: Coco18Sequence, fps: float):
+        self.seq, self.fps, self.length, self.description = seq, fps, len(seq), seq.path
+
+
+def _natural_csvs(folder: Path):
+    from ..keypoints.readers import _natural_key
+
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() == ".csv"), key=lambda p: _natural_key(p.name))
+
+
+def _read_csv_stream(path: Path, files: Sequence[Path]) -> Coco18Sequence:
+    """PSC csv poses as a stream: like :func:`read_psc_csv` (which refuses NaN/inf, right for a
+    single P0/P1 pose), except that a pose holding a NaN/inf value becomes a bad frame."""
+    xys, valids, bads, reasons = [], [], [], {}
+    for f in files:
+        try:
+            xy, valid = read_psc_csv(f)
+            bad = np.zeros(len(xy), bool)
+        except UserError as exc:
+            if "is not finite" not in str(exc):
+                raise
+            xy, valid, bad = _read_csv_lenient(f)
+        for k in np.flatnonzero(bad):
+            reasons[sum(len(x) for x in xys) + int(k)] = f"NaN/inf coordinates in {f.name}"
+        xys.append(xy), valids.append(valid), bads.append(bad)
+    return Coco18Sequence(np.concatenate(xys), np.concatenate(valids), str(path), np.concatenate(bads), reasons)
+
+
+def _read_csv_lenient(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A PSC csv whose NaN/inf cells mark their pose bad (its joints set missing); any other defect
+    is refused as read_psc_csv refuses it (it runs on a copy with those cells set to -1)."""
+    import csv
+    import io
+    import math
+    import tempfile
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+
+    def finite(cell: str) -> bool:
+        try:
+            return math.isfinite(float(cell))
+        except ValueError:
+            return True          # not a number: read_psc_csv names it below
+
+    bad_rows = {r for r, row in enumerate(rows) if not all(finite(c) for c in row)}
+    clean = io.StringIO()
+    csv.writer(clean, lineterminator="\n").writerows(
+        [[c if finite(c) else "-1" for c in row] for row in rows])
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / path.name
+        copy.write_text(clean.getvalue(), encoding="utf-8")
+        try:
+            xy, valid = read_psc_csv(copy)
+        except UserError as exc:
+            raise UserError(str(exc).replace(str(copy), "").lstrip(": "), path) from None
+    bad = np.zeros(len(xy), bool)
+    bad[sorted({r // 2 for r in bad_rows if r // 2 < len(xy)})] = True
+    xy[bad], valid[bad] = MISSING, False
+    return xy, valid, bad
+
+
+def adapter_for(manifest: Mapping, source_image: Optional[Path], source_keypoints: Optional[Path],
+                source_parsing: Optional[Path] = None,
+                warn: Callable[[str], None] = lambda message: None) -> ModelAdapter:
     """The adapter of an exported model's family, with its identity inputs loaded and checked."""
     family = manifest.get("family", "pose2img")
     if family == "pose2img":
         if source_image is None or source_keypoints is None:
             raise UserError("a pose2img model needs --source (image) and --source-keypoints")
+        if source_parsing is not None:
+            raise UserError("--source-parsing is for PSC models; this is a pose2img model")
         return Pose2ImgAdapter(Pose2ImgConfig.from_dict(manifest["config"]), source_image, source_keypoints)
-    raise UserError(f"the streaming renderer has no adapter for model family {family!r} yet; "
-                    "expected pose2img")
+    if family == "psc":
+        if source_image is None or source_parsing is None:
+            raise UserError("a PSC model needs --source (I0 image) and --source-parsing (S0 label PNG)")
+        if source_keypoints is not None:
+            raise UserError("--source-keypoints is for pose2img models; a PSC model takes --source-parsing")
+        return PSCAdapter(manifest, source_image, source_parsing, warn)
+    raise UserError(f"the streaming renderer has no adapter for model family {family!r}; "
+                    "expected pose2img or psc")

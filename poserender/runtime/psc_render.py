@@ -1,9 +1,11 @@
-"""Render with an exported PSC model, in three modes that share one path (:class:`PSCModel`):
+"""Render with an exported PSC model, directly on its engines (:class:`PSCModel`), in two modes:
 
 * reference layout: a folder with I0/ S0/ P0/ P1/ and t values -> one image per sample and t
   (t >= 1 uses P1 itself, as the reference does), optionally the reference's process strip;
-* sequence: one source (I0, S0) and a pose stream -> video or frames;
 * interpolation: two key poses and N in-between frames via PM-Net -> video or frames.
+
+The third mode, one source (I0, S0) animated by a pose stream, runs through the streaming
+pipeline (runtime.stream with adapters.PSCAdapter, which uses this module's loaders).
 
 source stage once per identity -> [interp] -> parsing -> frame, in batches; inputs are all read
 and checked before any output exists, outputs are written under temporary names. No torch here.
@@ -22,13 +24,12 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import temp_dir_beside
-from ..keypoints.coco18 import JOINT_COLORS_RGB, LIMBS, Coco18Sequence, read_pose_stream, read_psc_pose
+from ..keypoints.coco18 import JOINT_COLORS_RGB, LIMBS, read_psc_pose
 from .sinks import open_sink
 
 #: the reference's parsing colours (network/psc_model.py par2img), RGB, label 0..6
 PARSING_COLORS_RGB = ((0, 0, 0), (255, 255, 0), (0, 255, 255), (255, 0, 255), (0, 0, 255), (0, 255, 0), (255, 0, 0))
 LAYOUT_FOLDERS = ("I0", "S0", "P0", "P1")
-BAD_FRAME_POLICIES = ("hold", "skip", "error")
 Warn = Callable[[str], None]
 
 
@@ -250,29 +251,7 @@ def _imwrite(path: Path, image: np.ndarray) -> None:
         raise UserError("could not write the image (disk full?)", path)
 
 
-# -- modes 2 and 3: a pose stream, or an interpolation, to a video ------------------------------------------
-
-def _policy_poses(seq: Coco18Sequence, policy: str) -> Tuple[np.ndarray, np.ndarray, int, int]:
-    """Apply --on-bad-frame: (xy, valid, held, skipped)."""
-    if policy not in BAD_FRAME_POLICIES:
-        raise UserError(f"--on-bad-frame {policy!r}; expected one of {', '.join(BAD_FRAME_POLICIES)}")
-    good = np.flatnonzero(~seq.bad)
-    if good.size == 0:
-        raise UserError("no usable pose in the stream (every frame is bad)", seq.path)
-    keep, held, skipped, last = [], 0, 0, int(good[0])
-    for t in range(len(seq)):
-        if seq.bad[t]:
-            if policy == "error":
-                raise UserError(f"frame {t}: {seq.bad_reasons.get(t, 'bad frame')} (--on-bad-frame error)", seq.path)
-            if policy == "skip":
-                skipped += 1
-                continue
-            held += 1
-            keep.append(last)
-        else:
-            keep.append(last := t)
-    return seq.xy[keep], seq.valid[keep], held, skipped
-
+# -- interpolation to a video ------------------------------------------
 
 def _write_video(model: PSCModel, source: Dict[str, np.ndarray], xy: np.ndarray, valid: np.ndarray, output: Path,
                  fmt: Optional[str], fps: float, audio: Optional[Path], batch: int,
@@ -284,24 +263,6 @@ def _write_video(model: PSCModel, source: Dict[str, np.ndarray], xy: np.ndarray,
             sink.write(frames)
             progress(min(i + step, len(xy)), len(xy))
         return sink.close()
-
-
-def render_pose_sequence(model: PSCModel, source_image: Path, source_parsing: Path, poses: Path, output: Path,
-                         fmt: Optional[str] = None, fps: float = 15.0, audio: Optional[Path] = None, batch: int = 4,
-                         on_bad_frame: str = "hold", max_frames: Optional[int] = None, warn: Warn = lambda s: None,
-                         progress: Callable[[int, int], Any] = lambda d, n: None) -> Dict[str, Any]:
-    """One identity (I0, S0) animated by a pose stream (COCO-18 canvas pixels)."""
-    image = load_psc_image(source_image, model.height, model.width, warn)
-    labels = load_psc_parsing(source_parsing, model.height, model.width, model.classes)
-    seq = read_pose_stream(poses)
-    if max_frames is not None:
-        seq = seq.head(max_frames)
-    xy, valid, held, skipped = _policy_poses(seq, on_bad_frame)
-    started = time.perf_counter()
-    source = model.source(image, labels)
-    summary = _write_video(model, source, xy, valid, output, fmt, fps, audio, batch, progress)
-    return {"summary": summary, "frames": len(xy), "held": held, "skipped": skipped,
-            "seconds": time.perf_counter() - started}
 
 
 def render_interpolation(model: PSCModel, source_image: Path, source_parsing: Path, pose_a: Path, pose_b: Path,

@@ -43,6 +43,7 @@ def parse_devices(text: Union[str, Sequence[str], None]) -> Sequence[str]:
 
 def render_stream(model_dir: PathLike, backend: str, *, source_image: Optional[PathLike],
                   source_keypoints: Optional[PathLike], keypoints: PathLike, output: PathLike,
+                  source_parsing: Optional[PathLike] = None,
                   fmt: Optional[str] = None, fps: float = 15.0, audio: Optional[PathLike] = None,
                   codec: str = "auto", options: Optional[StreamOptions] = None, follow: bool = False,
                   follow_timeout: float = 10.0, preview: Optional[PathLike] = None, preview_every: int = 25,
@@ -57,7 +58,9 @@ def render_stream(model_dir: PathLike, backend: str, *, source_image: Optional[P
     codec = pick_video_codec(codec)
     manifest = read_manifest(model_dir)
     adapter = adapter_for(manifest, None if source_image is None else Path(source_image),
-                          None if source_keypoints is None else Path(source_keypoints))
+                          None if source_keypoints is None else Path(source_keypoints),
+                          None if source_parsing is None else Path(source_parsing),
+                          warn=lambda message: log(f"poserender: warning: {message}"))
     names: Dict[str, str] = {}
 
     def engine_factory(device: str, threads: Optional[int]) -> Dict[str, Engine]:

@@ -1,4 +1,4 @@
-"""PSC rendering through the CLI (`poserender render-psc`): the three modes, the panels strip,
+"""PSC rendering through the CLI (`poserender render` with a PSC model): the three modes, the panels strip,
 bad input (one line, exit 2, nothing written), and the reference-parity check on the demo data."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 
 def _run(*args):
-    return CliRunner().invoke(main, ["render-psc", *map(str, args)])
+    return CliRunner().invoke(main, ["render", *map(str, args)])
 
 
 def _pose_csv(path: Path, xy: np.ndarray) -> Path:
@@ -202,3 +202,80 @@ def test_demo_data_renders_the_fixture_eval_chain(tmp_path_factory, backend):
                   "--backend", backend, "-o", out)
     assert result.exit_code == 0, result.output
     assert _done_check(out, "ct") >= 0.999
+
+
+def _direct_frames(art: Path, image: Path, parsing: Path, xy: np.ndarray, valid: np.ndarray, batch: int):
+    """The sequence rendered by running the stages directly (no pipeline): source once, then
+    parsing -> frame per batch."""
+    from poserender.engines.select import stage_engines
+    from poserender.manifest import read_manifest
+    from poserender.runtime.psc_render import PSCModel, load_psc_image, load_psc_parsing
+
+    manifest = read_manifest(art)
+    _, engines = stage_engines(art, manifest, "ort-cpu")
+    for engine in engines:
+        engine.activate()
+    try:
+        model = PSCModel({e.spec.name: e for e in engines}, manifest)
+        source = model.source(load_psc_image(image, SIZE, SIZE, print), load_psc_parsing(parsing, SIZE, SIZE, 7))
+        return model.render(source, xy.astype(np.float32), valid.astype(np.float32), batch)[0]
+    finally:
+        for engine in engines:
+            engine.deactivate()
+
+
+def _read_frames(folder: Path) -> np.ndarray:
+    return np.stack([cv2.imread(str(p)) for p in sorted(folder.glob("*.png"))])
+
+
+def test_sequence_through_the_pipeline_equals_the_direct_stage_run(tiny_psc, tmp_path):
+    art, data = tiny_psc
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    xy = np.stack([template_pose(SIZE, SIZE) + [i, -i] for i in range(5)])
+    xy[3, 7] = -1                                  # a missing joint (the PSC marker)
+    for i, pose in enumerate(xy):
+        _pose_csv(poses / f"{i}.csv", pose)
+    out, metrics = tmp_path / "frames", tmp_path / "m.json"
+    result = _run(art, "--source", data / "I0" / "a.jpg", "--source-parsing", data / "S0" / "a.png",
+                  "--keypoints", poses, "-o", out, "--batch", "2", "--backend", "ort-cpu", "--metrics", metrics)
+    assert result.exit_code == 0, result.output
+    assert "rendered 5/5 frames" in result.output and "workers: parsing@cpu, frame@cpu" in result.output
+    got = _read_frames(out)
+    want = _direct_frames(art, data / "I0" / "a.jpg", data / "S0" / "a.png", np.round(xy, 3), xy[..., 0] != -1, 2)
+    assert got.shape == (5, SIZE, SIZE, 3) and got.std() > 1.0
+    assert np.array_equal(got, want)
+    report = json.loads(metrics.read_text())
+    assert report["frames"]["out"] == 5 and report["frames"]["reconciles"] and set(report["stages"]) >= {"parsing", "frame"}
+
+
+def test_nan_pose_in_a_csv_stream_is_held_and_counted(tiny_psc, tmp_path):
+    art, data = tiny_psc
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    for i in range(4):
+        _pose_csv(poses / f"{i}.csv", template_pose(SIZE, SIZE) + 2 * i)
+    text = (poses / "2.csv").read_text().split(",")
+    text[3] = "nan"
+    (poses / "2.csv").write_text(",".join(text))
+    args = [art, "--source", data / "I0" / "a.jpg", "--source-parsing", data / "S0" / "a.png", "--keypoints", poses]
+    result = _run(*args, "-o", tmp_path / "held", "--batch", "3")
+    assert result.exit_code == 0, result.output
+    assert "rendered 4/4 frames, 1 held" in result.output and "bad frames: nan 1" in result.output
+    frames = _read_frames(tmp_path / "held")
+    assert len(frames) == 4 and np.array_equal(frames[2], frames[1]) and not np.array_equal(frames[3], frames[1])
+    result = _run(*args, "-o", tmp_path / "skip", "--on-bad-frame", "skip")
+    assert result.exit_code == 0 and "rendered 3/4 frames, 1 skipped" in result.output, result.output
+    result = _run(*args, "-o", tmp_path / "err", "--on-bad-frame", "error")
+    assert result.exit_code == 2 and "frame 2: NaN/inf coordinates in 2.csv" in result.output, result.output
+    assert not (tmp_path / "err").exists()
+
+
+def test_family_specific_inputs_are_user_errors(tiny_psc, tmp_path):
+    art, data = tiny_psc
+    result = _run(art, "--source", data / "I0" / "a.jpg", "--source-keypoints", data / "P0" / "a.csv",
+                  "--keypoints", data / "P0", "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "--source-keypoints is for pose2img models" in result.output
+    result = _run(art, "--psc-data", data, "--realtime", "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "--realtime apply to pose streams (--keypoints)" in result.output
+    assert not (tmp_path / "x").exists()

@@ -57,7 +57,7 @@ def test_psc_stages_learn_export_and_render(tmp_path):
         assert (out / f"{stage}.pth").is_file()
     result = run("export", out, "--size", SIZE, "-o", tmp_path / "art")
     assert result.exit_code == 0, result.output
-    result = run("render-psc", tmp_path / "art", "--psc-data", small_test_set(tmp_path / "test", SIZE),
+    result = run("render", tmp_path / "art", "--psc-data", small_test_set(tmp_path / "test", SIZE),
                  "--t", "0.5,1", "-o", tmp_path / "frames")
     assert result.exit_code == 0, result.output
     frames = sorted((tmp_path / "frames").rglob("*.jpg")) + sorted((tmp_path / "frames").rglob("*.png"))
