@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..fileio import temp_dir_beside
 from ..keypoints.coco18 import template_pose
 from ..manifest import MANIFEST, sha256_file, write_json_atomic
+from .trt_check import check_onnx
 from ..models.psc.blocks import BN_STATS
 from ..models.psc.checkpoint import CHECKPOINT_FILES, load_psc_nets
 from ..models.psc.ops import SIGMA
@@ -149,8 +150,11 @@ def export_psc(checkpoint_dir: Union[str, Path], out_dir: Union[str, Path], aa_n
                 raise UserError(f"{spec.name} stage: ONNX Runtime disagrees with torch: {report}")
             outputs[spec.name] = ref
             fp32_layers[spec.name] = _instance_norm_nodes(work / spec.file)
+            readiness = check_onnx(work / spec.file, spec)   # recorded, not fatal: CPU backends do not need it
+            log(f"  {readiness.summary()}")
             entries.append({**spec.to_dict(), "sha256": sha256_file(work / spec.file),
                             "verification": {"backend": "ort-cpu", "batch": 2, **report},
+                            "tensorrt_readiness": readiness.to_dict(),
                             "export_seconds": round(time.perf_counter() - started, 2)})
             log(f"  {spec.name}: verified against torch at batch 2")
         import onnx

@@ -49,6 +49,19 @@ def test_manifest_describes_four_verified_stages_and_fp32_layers(psc_export, psc
     assert manifest["checkpoint"]["path"] == str(psc_checkpoint.resolve())
 
 
+def test_every_psc_graph_passes_the_tensorrt_readiness_check(psc_export):
+    """Recorded at export, and re-checked here on the files: all four graphs are TensorRT-10 ready."""
+    from poserender.export.trt_check import check_onnx
+    from poserender.specs import StageSpec
+
+    manifest = json.loads((psc_export / "manifest.json").read_text())
+    for stage in manifest["stages"]:
+        assert stage["tensorrt_readiness"]["ok"] is True, stage["tensorrt_readiness"]
+        report = check_onnx(psc_export / stage["file"], StageSpec.from_dict(stage))
+        assert report.ok, [str(f) for f in report.findings]
+        assert report.op_counts.get("InstanceNormalization", 0) > 0
+
+
 def test_every_graph_runs_any_batch_on_ort_like_torch(psc_export, psc_checkpoint):
     """Batch 3 (not the exported 1 nor the verified 2) through ORT and through the torch engine."""
     from poserender.engines.select import stage_engines
