@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Dict
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..manifest import MANIFEST, write_json_atomic
 from ..specs import StageSpec
 
 OPSET = 17
@@ -29,3 +31,13 @@ def export_stage(module: nn.Module, spec: StageSpec, path: Path, sample: Dict[st
     model = onnx.load(str(tmp))
     onnx.checker.check_model(model, full_check=True)
     os.replace(tmp, path)
+
+
+def publish(work: Path, out_dir: Path, manifest: Dict) -> Dict:
+    """Write manifest.json into the verified work folder, then move it into place as ``out_dir``
+    (an earlier export there is replaced). The caller removes ``work`` if anything failed."""
+    write_json_atomic(Path(work) / MANIFEST, manifest)
+    if Path(out_dir).exists():
+        shutil.rmtree(out_dir)
+    os.replace(work, out_dir)
+    return manifest

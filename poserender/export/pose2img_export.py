@@ -4,7 +4,6 @@ written; the numbers go into the manifest."""
 from __future__ import annotations
 
 import datetime
-import os
 import shutil
 import time
 from pathlib import Path
@@ -18,12 +17,12 @@ from ..config import Pose2ImgConfig
 from ..errors import UserError
 from ..fileio import temp_dir_beside
 from ..keypoints.template import gesture_sequence, template_pose
-from ..manifest import MANIFEST, sha256_file, write_json_atomic
+from ..manifest import MANIFEST, sha256_file
 from ..models.checkpoint import load_generator
 from ..models.fuse import fuse_upsample_convs
 from ..models.pose2img import Pose2ImgGenerator, Pose2ImgGeometry
 from ..models.warp import WARP_MODES
-from .onnx_export import OPSET, export_stage
+from .onnx_export import OPSET, export_stage, publish
 from .stages import pose2img_stages
 from .trt_check import check_onnx
 from .verify import compare_outputs, passes, run_onnx, run_torch
@@ -100,11 +99,7 @@ def export_generator(generator: Pose2ImgGenerator, config: Pose2ImgConfig, out_d
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__},
             "stages": stages,
         }
-        write_json_atomic(work / MANIFEST, manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
-        return manifest
+        return publish(work, out_dir, manifest)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

@@ -9,7 +9,6 @@ and ONNX Runtime, so a reduced-precision build must keep them in FP32.
 from __future__ import annotations
 
 import datetime
-import os
 import shutil
 import time
 from pathlib import Path
@@ -23,13 +22,13 @@ from .. import __version__
 from ..errors import UserError
 from ..fileio import temp_dir_beside
 from ..keypoints.coco18 import template_pose
-from ..manifest import MANIFEST, sha256_file, write_json_atomic
+from ..manifest import MANIFEST, sha256_file
 from .trt_check import check_onnx
 from ..models.psc.blocks import BN_STATS
 from ..models.psc.checkpoint import CHECKPOINT_FILES, load_psc_nets
 from ..models.psc.ops import SIGMA
 from ..models.psc.stages import CLASSES, InterpStage, ParsingStage, psc_stages
-from .onnx_export import OPSET, export_stage
+from .onnx_export import OPSET, export_stage, publish
 from .verify import compare_outputs, passes, run_onnx, run_torch
 
 #: user-facing names of AA-Net's BatchNorm statistics (export --aa-norm) -> blocks.BN_STATS
@@ -173,11 +172,7 @@ def export_psc(checkpoint_dir: Union[str, Path], out_dir: Union[str, Path], aa_n
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__},
             "stages": entries,
         }
-        write_json_atomic(work / MANIFEST, manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
-        return manifest
+        return publish(work, out_dir, manifest)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

@@ -58,7 +58,23 @@ class ModelAdapter(Protocol):
         """The last stage's outputs -> uint8 BGR frames (B, H, W, 3)."""
 
 
-class Pose2ImgAdapter:
+class _KeypointBatches:
+    """What both families share: a batch of normalised (keypoints, validity) frames plus the
+    identity stage's outputs is the per-frame feed; the last stage's ``frames`` is the output."""
+
+    _identity: Optional[Feed] = None
+
+    def prepare(self, frames: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Feed:
+        if self._identity is None:
+            raise RuntimeError("run_identity() must run before prepare()")
+        return {"target_keypoints": np.stack([f[0] for f in frames]),
+                "target_valid": np.stack([f[1] for f in frames]), **self._identity}
+
+    def frames(self, feed: Feed) -> np.ndarray:
+        return feed["frames"]
+
+
+class Pose2ImgAdapter(_KeypointBatches):
     """Pose2Img: the ``source`` stage once per identity, the ``frame`` stage per batch.
 
     Accepted per-frame points: the 137 OpenPose points (body, face, hands; mapped to the 122
@@ -104,17 +120,9 @@ class Pose2ImgAdapter:
             raise BadFrame("no person detected (no valid joint)", kind="empty", frame=frame.index)
         return canvas_transform(xy, self.config).astype(np.float32), valid.astype(np.float32)
 
-    def prepare(self, frames: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Feed:
-        if self._identity is None:
-            raise RuntimeError("run_identity() must run before prepare()")
-        return {"target_keypoints": np.stack([f[0] for f in frames]),
-                "target_valid": np.stack([f[1] for f in frames]), **self._identity}
-
-    def frames(self, feed: Feed) -> np.ndarray:
-        return feed["frames"]
 
 
-class PSCAdapter:
+class PSCAdapter(_KeypointBatches):
     """PSC: the ``source`` stage once per identity (I0 image, S0 parsing), then per batch the
     ``parsing`` stage (target pose -> target labels) and the ``frame`` stage (-> BGR frames).
 
@@ -168,14 +176,6 @@ class PSCAdapter:
         xy = np.where(valid[:, None], xy, MISSING)
         return xy.astype(np.float32), valid.astype(np.float32)
 
-    def prepare(self, frames: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Feed:
-        if self._identity is None:
-            raise RuntimeError("run_identity() must run before prepare()")
-        return {"target_keypoints": np.stack([f[0] for f in frames]),
-                "target_valid": np.stack([f[1] for f in frames]), **self._identity}
-
-    def frames(self, feed: Feed) -> np.ndarray:
-        return feed["frames"]
 
 
 class _Coco18Source(Coco18FileSource):
