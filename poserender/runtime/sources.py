@@ -15,6 +15,8 @@ listener on a loopback address (``tcp://127.0.0.1:PORT``, one JSON object per li
 """
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 import ipaddress
 import json
@@ -51,7 +53,7 @@ class Frame:
     bad: Optional[BadFrame] = None
 
 
-class FrameSource:
+class FrameSource(abc.ABC):
     """Iterable of :class:`Frame`; ``close()`` unblocks a source waiting for input.
 
     ``live`` sources deliver frames at their own pace (real-time mode does not pace them);
@@ -62,11 +64,12 @@ class FrameSource:
     length: Optional[int] = None
     description = "keypoints"
 
+    @abc.abstractmethod
     def __iter__(self) -> Iterator[Frame]:
-        raise NotImplementedError
+        ...
 
     def close(self) -> None:
-        pass
+        """Nothing to release by default; live sources override it."""
 
 
 class SequenceSource(FrameSource):

@@ -10,6 +10,8 @@ every DDP rank holds the same weights.
 """
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 import time
 from pathlib import Path
@@ -51,7 +53,7 @@ class Schedule:
     workers: int = 0
 
 
-class TrainLoop:
+class TrainLoop(abc.ABC):
     family = ""
     schedule: Schedule
     train_set: Any
@@ -64,22 +66,27 @@ class TrainLoop:
         self.log: Optional[RunLog] = None
 
     # -- what a family provides ---------------------------------------------------------------
+    @abc.abstractmethod
     def sample_order(self, epoch: int) -> Sequence[Any]:
         """This rank's samples of ``epoch`` in order (dataset keys), ``steps_per_epoch`` batches' worth."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def train_step(self, batch) -> Dict[str, torch.Tensor]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def checkpoint_payload(self) -> Dict[str, Any]:
         """The family's checkpoint dict (reference layout); the loop adds metadata and resume state."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def load_payload(self, payload: Dict[str, Any], path: Path) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def metadata(self) -> Dict[str, Any]:
-        raise NotImplementedError
+        ...
 
     def synced_parameters(self) -> Sequence[torch.Tensor]:
         """Parameters DDP keeps equal on every rank (checked at the end of a run)."""
@@ -89,14 +96,14 @@ class TrainLoop:
         return None
 
     def log_images(self) -> None:
-        pass
+        """Optional hook: image grids for TensorBoard (a family without images logs none)."""
 
     def resume_state(self) -> Dict[str, Any]:
         """Schedulers, scalers, extra generators: the family's part of ``payload['resume']``."""
         return {}
 
     def load_resume_state(self, state: Dict[str, Any]) -> None:
-        pass
+        """Optional hook: restore what :meth:`resume_state` saved (nothing by default)."""
 
     # -- shared ---------------------------------------------------------------------------------
     def wrap_ddp(self, module: nn.Module) -> nn.Module:
