@@ -55,6 +55,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from poserender.cli import main as cli
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:     # never start a long run by accident
+        print(__doc__)
+        return 0
     quick = "--quick" in argv
     args = bench_args(quick, [a for a in argv if a != "--quick"])
     sys.argv = ["poserender", *args]   # what the result file records as the command line

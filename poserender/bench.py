@@ -614,7 +614,7 @@ def stream_files(config, inputs: BenchInputs, folder: Path) -> Dict[str, Path]:
 
 def measure_stream(model_dir: Path, backend: str, batch: int, devices: Sequence[str], replicate: bool,
                    files: Dict[str, Path], method: Method, work: Path, gpu: bool,
-                   max_frames: Optional[int] = None) -> Dict[str, Any]:
+                   max_frames: Optional[int] = None, precision: Optional[str] = None) -> Dict[str, Any]:
     """End to end through the streaming runtime: keypoint file -> pipeline -> H.264 mp4. One
     warm-up stream, then whole streams until ``min_seconds`` and at least 3 streams; fps per
     stream (after setup), first-frame delay from the call, per-stage compute/queue from the
@@ -631,7 +631,7 @@ def measure_stream(model_dir: Path, backend: str, batch: int, devices: Sequence[
         started = time.perf_counter()
         result = render_stream(model_dir, backend, source_image=files["source_image"],
                                source_keypoints=files["source_keypoints"], keypoints=files["keypoints"],
-                               output=work / "stream.mp4", options=options,
+                               output=work / "stream.mp4", options=options, precision=precision,
                                progress=lambda done, total, fps: first or first.append(time.perf_counter()))
         report = result.report
         return {"fps": report.fps, "frames": report.counts.frames_out, "seconds": report.seconds,
@@ -747,8 +747,7 @@ def run_stream_cells(model_dir: Path, manifest: Dict[str, Any], backend: str, pr
     canvas = list(manifest["canvas"])
     rows = []
     why = _stream_support()
-    if why is None and precision != manifest.get("precision", "fp32"):
-        why = f"the streaming runtime runs the model's own precision ({manifest.get('precision', 'fp32')})"
+    model_precision = manifest.get("precision", "fp32")
     with tempfile.TemporaryDirectory(prefix="poserender-bench-stream-") as tmp:
         files = None
         if why is None:
@@ -764,7 +763,8 @@ def run_stream_cells(model_dir: Path, manifest: Dict[str, Any], backend: str, pr
             log(f"timing {backend} stream, batch {batch}, {layout[0]}")
             try:
                 cell = measure_stream(model_dir, backend, batch, grid.devices, grid.replicate, files, method,
-                                      Path(tmp), is_gpu_backend(backend), inputs_from.get("frames"))
+                                      Path(tmp), is_gpu_backend(backend), inputs_from.get("frames"),
+                                      None if precision == model_precision else precision)
             except UserError as exc:
                 rows.append(_row(*key, status="skipped", reason=str(exc)))
                 continue
@@ -799,6 +799,7 @@ def run_bench(models: Sequence[Tuple[Path, Dict[str, Any]]], grid: Grid, method:
             name: {k: v for k, v in graph_flops.count(name, 1).items() if k != "counted"} for name in graph_flops.files}
         model_rows: List[Dict[str, Any]] = []
         reference: Dict[int, np.ndarray] = {}
+        cell_frames: Dict[Tuple, Dict[int, np.ndarray]] = {}
         if baseline:
             model_rows.append(_baseline_row(manifest, inputs, method, reference, canvas, log))
         for backend in grid.backends:
@@ -832,12 +833,14 @@ def run_bench(models: Sequence[Tuple[Path, Dict[str, Any]]], grid: Grid, method:
                                 if reference and frames:
                                     cell["frames_vs_baseline"] = frame_agreement(reference, frames)
                                 model_rows.append(_row(*key, status="ok", **cell))
+                                cell_frames[(backend, stage, batch, precision, engines.layout)] = frames
                     finally:
                         for engine in engines.all():
                             engine.deactivate()
                     if "stream" in grid.stages:   # engines are freed: the stream builds its own
                         model_rows.extend(run_stream_cells(model_dir, manifest, backend, precision, layout, grid,
                                                            inputs, method, inputs_from or {}, graph_flops, log))
+        compare_precisions(model_rows, cell_frames, manifest)
         rows.extend(model_rows)
     peak = matmul_peak(method.threads, peak_seconds) if peak_seconds > 0 else {"gflops": None,
                                                                                "how": "not measured"}
@@ -878,6 +881,40 @@ def _baseline_row(manifest: Dict[str, Any], inputs: BenchInputs, method: Method,
             reference[i] = base.step(np.array([i]))[1][0]
     return _row(*key, status="ok", is_baseline=True, flops_per_frame=counted["flops"],
                 flops_from="torch FlopCounterMode, one call", transfer_ms=None, **cell)
+
+
+def compare_precisions(rows: List[Dict[str, Any]], cell_frames: Dict[Tuple, Dict[int, np.ndarray]],
+                       manifest: Dict[str, Any]) -> None:
+    """Reduced-precision rows side by side with FP32: ``speedup_vs_fp32`` (fps over the fp32 row
+    of the same backend, stage, batch and layout in this run), ``quality_vs_fp32`` (PSNR, SSIM,
+    max abs error of the frames both rendered for the same targets, measured here) and, for
+    int8, the export's gate record (``int8_gate``, held-out frames, from manifest.json)."""
+    ok = {(r["backend"], r["stage"], r["batch"], r["precision"], r["layout"]): r for r in rows if r["status"] == "ok"}
+    gate_record = (manifest.get("int8") or {}).get("quality")
+    for key, row in ok.items():
+        backend, stage, batch, precision, layout = key
+        if precision == "fp32" or row.get("is_baseline"):
+            continue
+        if precision == "int8" and gate_record:
+            row["int8_gate"] = {k: gate_record.get(k) for k in ("psnr_db", "ssim", "max_abs_error", "frames")}
+            row["int8_gate"].update(method=(manifest["int8"].get("calibration") or {}).get("method"),
+                                    passed=(manifest["int8"].get("gate") or {}).get("passed"))
+        fp32 = ok.get((backend, stage, batch, "fp32", layout))
+        if fp32 is None:
+            row["speedup_vs_fp32"] = None
+            row["quality_vs_fp32"] = {"note": "no fp32 cell of this backend/stage/batch in the run "
+                                               "(add fp32 to --precision)"}
+            continue
+        row["speedup_vs_fp32"] = round(row["fps"] / fp32["fps"], 3)
+        ref, got = cell_frames.get((backend, stage, batch, "fp32", layout)), cell_frames.get(key)
+        common = sorted(set(ref or {}) & set(got or {}))
+        if not common:
+            row["quality_vs_fp32"] = {"note": "no frames to compare (stream or source cell)"}
+            continue
+        from .export.quality import frame_quality      # numpy + OpenCV only
+
+        quality = frame_quality(np.stack([ref[i] for i in common]), np.stack([got[i] for i in common]))
+        row["quality_vs_fp32"] = {**quality, "frame_indices": common}
 
 
 def derive(rows: List[Dict[str, Any]], peak_gflops: Optional[float]) -> None:

@@ -21,6 +21,8 @@ COMMANDS = {
     "export": "poserender.commands.export:export_cmd",
     "render": "poserender.commands.render:render",
     "train": "poserender.commands.train:train",
+    "triton": "poserender.commands.triton:triton",
+    "triton-client": "poserender.commands.triton:triton_client",
     "verify": "poserender.commands.verify:verify",
 }
 

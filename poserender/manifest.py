@@ -5,7 +5,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Union
 
 from .errors import UserError
 from .fileio import temp_file_beside
@@ -13,6 +13,8 @@ from .specs import StageSpec
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+#: manifest key of the calibrated INT8 graphs (written by export.quantize.add_int8)
+INT8_KEY = "int8"
 
 
 def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
@@ -56,3 +58,14 @@ def read_manifest(model_dir: Union[str, Path]) -> Dict[str, Any]:
 
 def stage_specs(manifest: Dict[str, Any]) -> List[StageSpec]:
     return [StageSpec.from_dict(s) for s in manifest["stages"]]
+
+
+def int8_stage_files(manifest: Dict[str, Any]) -> Optional[Dict[str, str]]:
+    """{stage name: file to run at --precision int8}: the INT8 graph where the manifest's ``int8``
+    entry has one, else the stage's FP32 file; None when the model has no INT8 graphs."""
+    entry = manifest.get(INT8_KEY)
+    if not isinstance(entry, dict) or not entry.get("stages"):
+        return None
+    files = {s["name"]: s["file"] for s in manifest["stages"]}
+    files.update({s["name"]: s["file"] for s in entry["stages"]})
+    return files

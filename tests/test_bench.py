@@ -285,3 +285,47 @@ def test_stream_cell_runs_the_streaming_runtime(tiny_model, tmp_path):
     assert row["runs"] >= 3 and row["frames_per_stream"] == 4 and row["fps"] > 0
     assert row["first_frame_s"]["median"] > 0 and "frame" in row["compute_ms"]
     assert "first frame" in result.stdout
+
+
+# -- reduced precision beside fp32 ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def int8_tiny_model(tmp_path_factory, tiny_model):
+    """The tiny export with INT8 graphs (minmax calibration on synthetic poses: fast)."""
+    import shutil
+
+    from poserender.export.quantize import CalibrationData, add_int8
+    from poserender.keypoints.template import gesture_sequence, template_pose
+
+    out = tmp_path_factory.mktemp("int8_bench") / "tiny"
+    shutil.copytree(tiny_model, out)
+    coarse = np.random.default_rng(5).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    image = np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3)
+    data = CalibrationData({"source_image": image, "source_keypoints": template_pose(64, 64)[None].astype(np.float32),
+                            "source_valid": np.ones((1, 122), np.float32)},
+                           gesture_sequence(16, 64, 64, seed=2).astype(np.float32), np.ones((16, 122), np.float32),
+                           {"note": "synthetic, for the bench test"})
+    add_int8(out, data, "minmax", frames=6, gate_frames=3)
+    return out
+
+
+def test_int8_rows_report_speedup_and_quality_beside_fp32(int8_tiny_model, tmp_path):
+    result = run("bench", int8_tiny_model, "--backend", "ort-cpu,torch", "--batch", "1", "--stage", "frame",
+                 "--precision", "fp32,int8", "--peak-seconds", "0", *FAST, "--json", tmp_path / "r.json",
+                 "--csv", tmp_path / "r.csv")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    ok = {(r["backend"], r["precision"]): r for r in rows if r["status"] == "ok"}
+    fp32, int8 = ok[("ort-cpu", "fp32")], ok[("ort-cpu", "int8")]
+    assert int8["speedup_vs_fp32"] == pytest.approx(int8["fps"] / fp32["fps"], rel=1e-2)
+    quality = int8["quality_vs_fp32"]
+    assert quality["frame_indices"] == [0, 1, 2, 3] and quality["frames"] == 4   # same targets, both precisions
+    assert quality["psnr_db"] is None or quality["psnr_db"] > 30
+    assert 0.9 < quality["ssim"] <= 1.0 and quality["max_abs_error"] >= 0
+    assert int8["int8_gate"]["method"] == "minmax" and int8["int8_gate"]["passed"] is True
+    assert "speedup_vs_fp32" not in fp32
+    skipped = {(r["backend"], r["precision"]): r["reason"] for r in rows if r["status"] == "skipped"}
+    assert "runs the calibrated INT8 graphs" in skipped[("torch", "int8")]
+    assert "int8 vs fp32, ort-cpu frame batch 1: " in result.stdout and "SSIM" in result.stdout
+    with open(tmp_path / "r.csv") as f:
+        line = next(row for row in csv.DictReader(f) if row["precision"] == "int8" and row["status"] == "ok")
+    assert float(line["speedup_vs_fp32"]) > 0 and float(line["ssim_vs_fp32"]) > 0.9

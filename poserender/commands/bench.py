@@ -24,7 +24,8 @@ CSV_COLUMNS = (
     "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "raw_p99_ms", "frame_ms_min",
     "frame_ms_median", "frame_ms_max", "compute_source_ms", "compute_frame_ms", "host_ms", "queue_ms",
     "peak_rss_mib", "gpu_memory_peak_mib", "flops_per_frame", "achieved_gflops", "peak_fraction", "speedup",
-    "frames_max_abs_diff", "frames_within_2_levels")
+    "frames_max_abs_diff", "frames_within_2_levels", "speedup_vs_fp32", "psnr_vs_fp32_db", "ssim_vs_fp32",
+    "max_abs_vs_fp32")
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -103,7 +104,10 @@ def flat_row(row: Dict[str, Any]) -> Dict[str, Any]:
             "compute_frame_ms": _get(row, "compute_ms", "frame") or _get(row, "compute_ms", "full_forward"),
             "gpu_memory_peak_mib": row.get("gpu_memory_used_peak_mib"),
             "frames_max_abs_diff": _get(row, "frames_vs_baseline", "max_abs_diff"),
-            "frames_within_2_levels": _get(row, "frames_vs_baseline", "fraction_within_2_levels")}
+            "frames_within_2_levels": _get(row, "frames_vs_baseline", "fraction_within_2_levels"),
+            "speedup_vs_fp32": row.get("speedup_vs_fp32"), "psnr_vs_fp32_db": _get(row, "quality_vs_fp32", "psnr_db"),
+            "ssim_vs_fp32": _get(row, "quality_vs_fp32", "ssim"),
+            "max_abs_vs_fp32": _get(row, "quality_vs_fp32", "max_abs_error")}
 
 
 def to_csv(result: Dict[str, Any]) -> str:
@@ -150,12 +154,37 @@ def format_table(result: Dict[str, Any]) -> str:
     lines.append("latency in ms per call (one batch; stream: per stage below); ms/frame = call / batch "
                  "(min/median/max: machine noise); compute = engine calls, host = the rest; RSS in MiB; "
                  "clip = calls dropped as outliers")
+    lines.extend(precision_lines(result["rows"]))
     for row in result["rows"]:
         if row["status"] == "ok" and row["stage"] == "stream":
             lines.append(f"stream {row['backend']} batch {row['batch']}: first frame {row['first_frame_s']['median']} s "
                          f"after the call (setup {row['setup_s']} s); queue {row['queue_ms']} ms, compute "
                          + ", ".join(f"{k} {v} ms" for k, v in row["compute_ms"].items()) + " (p50 per batch)")
     return "\n".join(lines + skipped)
+
+
+def precision_lines(rows: List[Dict[str, Any]]) -> List[str]:
+    """Reduced precision beside FP32: speed-up and quality measured in this run, and the
+    export's quality gate record for int8."""
+    out = []
+    for row in rows:
+        if row["status"] != "ok" or row["precision"] in ("fp32", "*") or row.get("is_baseline"):
+            continue
+        what = f"{row['precision']} vs fp32, {row['backend']} {row['stage']} batch {row['batch']}"
+        if row.get("speedup_vs_fp32") is None:
+            out.append(f"{what}: {_get(row, 'quality_vs_fp32', 'note') or 'no fp32 cell to compare with'}")
+            continue
+        q = row.get("quality_vs_fp32") or {}
+        psnr = "inf" if q.get("psnr_db") is None else f"{q['psnr_db']:.1f}"
+        quality = q.get("note") or (f"PSNR {psnr} dB, "
+                                    f"SSIM {_num(q.get('ssim'), '.4f')}, max |err| {_num(q.get('max_abs_error'), 'g')} "
+                                    f"on {q.get('frames')} frames (this run)")
+        gate = row.get("int8_gate")
+        gate_text = "" if not gate else (f"; export gate: PSNR {_num(gate.get('psnr_db'), '.1f')} dB, SSIM "
+                                         f"{_num(gate.get('ssim'), '.4f')} on {gate.get('frames')} held-out frames "
+                                         f"({gate.get('method')} calibration)")
+        out.append(f"{what}: {row['speedup_vs_fp32']:.2f}x fps; {quality}{gate_text}")
+    return out
 
 
 def write_plot(result: Dict[str, Any], path: Path) -> None:
@@ -252,7 +281,9 @@ def _backends(text: str) -> List[str]:
 @click.option("--batch", "batches", default="1,4,8", show_default=True, help="Batch sizes, e.g. 1,4,8.")
 @click.option("--stage", "stages", default="frame", show_default=True,
               help="source, frame, all (source + frame per call: a new identity), stream; comma-separated.")
-@click.option("--precision", "precisions", default="fp32", show_default=True, help="e.g. fp32,fp16.")
+@click.option("--precision", "precisions", default="fp32", show_default=True,
+              help="e.g. fp32,int8 (int8: the model's calibrated INT8 graphs on ort-cpu) or fp32,fp16 (GPU "
+                   "backends). Reduced-precision rows get their speed-up and PSNR/SSIM vs the fp32 row.")
 @click.option("--resolution", "resolutions", help="Canvas sides, e.g. 128,256 (a checkpoint is exported per side).")
 @click.option("--devices", help="Device layout for GPU backends, e.g. 0 or 0,1 (split: source on the first, "
                                 "frame on the second).")

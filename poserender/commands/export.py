@@ -1,6 +1,7 @@
 """`poserender export`: checkpoint -> verified ONNX stages + manifest.json."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import click
@@ -23,21 +24,54 @@ from .common import WARP_CHOICES, load_config, log, user_errors
 @click.option("--aa-norm", type=click.Choice(["authors", "eval"]), help="psc: AA-Net BatchNorm statistics; "
               "authors (default: per-sample batch statistics, what the reference's test.py computes) or eval.")
 @click.option("--size", type=int, help="psc: square canvas in pixels, a multiple of 16 (default 256, the reference's).")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="int8: also write calibrated INT8 (QDQ) graphs for ONNX Runtime CPU (frame.int8.onnx), "
+                   "behind a quality gate; needs --calibrate, --source and --source-keypoints.")
+@click.option("--calibrate", "calibrate", type=click.Path(), help="int8: real target poses to calibrate on, "
+              "e.g. varying_tmplt.npz (.npz, .npy or an OpenPose JSON folder, as `render --keypoints`).")
+@click.option("--source", "source", type=click.Path(), help="int8: the identity's source image, e.g. frame.jpg "
+              "(its source-stage outputs are the frame stage's calibration inputs).")
+@click.option("--source-keypoints", type=click.Path(), help="int8: the source image's keypoints (.npy 3x137 or .json).")
+@click.option("--frames", type=int, default=32, show_default=True, help="int8: calibration frames, spread over the "
+              "head of the sequence; held-out frames from its tail are kept for the gate.")
+@click.option("--gate-frames", type=int, default=16, show_default=True,
+              help="int8: held-out frames the quality gate measures (never calibration frames).")
+@click.option("--calibration-method", type=click.Choice(["auto", "minmax", "entropy", "percentile"]),
+              default="auto", show_default=True,
+              help="int8: activation ranges from MinMax, entropy (KL) or percentile (99.999) histograms; auto "
+                   "tries all three and keeps the best PSNR on 8 more held-out frames (three calibrations: "
+                   "about 5 minutes for the full-size net on 2 cores; minmax alone about 40 s).")
+@click.option("--gate-psnr", type=float, default=35.0, show_default=True,
+              help="int8: refuse the export when the INT8 frames' PSNR vs FP32 on the held-out frames is lower (dB).")
+@click.option("--gate-ssim", type=float, help="int8: also refuse below this SSIM (e.g. 0.95).")
 @user_errors
 def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optional[float], warp_mode: Optional[str],
-               output: str, aa_norm: Optional[str], size: Optional[int]) -> None:
+               output: str, aa_norm: Optional[str], size: Optional[int], precision: str, calibrate: Optional[str],
+               source: Optional[str], source_keypoints: Optional[str], frames: int, gate_frames: int,
+               calibration_method: str, gate_psnr: float, gate_ssim: Optional[float]) -> None:
     """Export CHECKPOINT to one verified ONNX graph per stage plus manifest.json.
 
     CHECKPOINT is a Pose2Img .pth (with --config), or a PSC folder with pm.pth, aa.pth and ct.pth.
+    With --precision int8 the pose2img frame stage is also quantized (QDQ, calibrated on real poses)
+    and checked against FP32 on held-out frames; below --gate-psnr the INT8 graph is refused
+    (exit 2; the FP32 export is complete and stays).
+
+    \b
+    poserender export ckpt.pth --config Oliver.yaml --scale 2.5 -o art/oliver
+    poserender export ckpt.pth --config Oliver.yaml --scale 2.5 -o art/oliver --precision int8 \\
+        --calibrate varying_tmplt.npz --source frame.jpg --source-keypoints frame.npy
     """
     import time
-    from pathlib import Path
 
     from ..models.psc.checkpoint import is_psc_checkpoint_dir
 
+    int8 = _int8_options(precision, calibrate, source, source_keypoints, frames, gate_frames, gate_psnr, gate_ssim,
+                         calibration_method)
     if family == "psc" or (family == "auto" and is_psc_checkpoint_dir(checkpoint)):
         from ..export.psc_export import export_psc
 
+        if int8:
+            raise UserError("--precision int8 is built for pose2img models so far; export PSC in fp32")
         if config or scale or warp_mode:
             raise UserError("--config/--scale/--warp-mode are Pose2Img options; a PSC export takes --aa-norm, --size")
         started = time.perf_counter()
@@ -58,8 +92,105 @@ def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optio
     cfg = load_config(config, scale)
     if cfg is None and scale is not None:
         raise UserError("--scale needs --config (or re-export from a config)")
-    manifest = export_checkpoint(checkpoint, cfg, output, warp_mode, log=log)
-    h, w = manifest["canvas"]
-    click.echo(f"exported {checkpoint} -> {output}: stages {', '.join(s['name'] for s in manifest['stages'])}, "
-               f"{h}x{w}, warp {manifest['warp_mode']}, verified with ONNX Runtime "
-               f"({time.perf_counter() - started:.1f} s)")
+    manifest = _current_export(Path(output), Path(checkpoint), cfg, warp_mode) if int8 else None
+    if manifest is not None:
+        click.echo(f"reusing the FP32 export in {output} (same checkpoint, config, warp mode and poserender "
+                   "version); adding INT8 graphs")
+    else:
+        manifest = export_checkpoint(checkpoint, cfg, output, warp_mode, log=log)
+        h, w = manifest["canvas"]
+        click.echo(f"exported {checkpoint} -> {output}: stages {', '.join(s['name'] for s in manifest['stages'])}, "
+                   f"{h}x{w}, warp {manifest['warp_mode']}, verified with ONNX Runtime "
+                   f"({time.perf_counter() - started:.1f} s)")
+    if int8:
+        from ..config import Pose2ImgConfig
+        from ..export.quantize import add_int8
+
+        started = time.perf_counter()
+        data = calibration_data(Pose2ImgConfig.from_dict(manifest["config"]), Path(calibrate), Path(source),
+                                Path(source_keypoints))
+        entry = add_int8(Path(output), data, log=log, **int8)
+        q = entry["quality"]
+        files = ", ".join(s["file"] for s in entry["stages"])
+        psnr = "inf" if q["psnr_db"] is None else q["psnr_db"]
+        click.echo(f"INT8 {files} ({entry['calibration']['method']} calibration, "
+                   f"{entry['calibration']['frames']} frames): PSNR {psnr}"
+                   f" dB, SSIM {q['ssim']}, max |err| {q['max_abs_error']:g} on {q['frames']} held-out frames, "
+                   f"gate {int8['gate'].describe()} passed ({time.perf_counter() - started:.1f} s)")
+
+
+def _current_export(output: Path, checkpoint: Path, config, warp_mode: Optional[str]):
+    """The manifest of an FP32 pose2img export in ``output`` that this export would reproduce
+    (same checkpoint sha256, config, warp mode, poserender version), else None. Lets
+    ``--precision int8`` re-calibrate without re-exporting the FP32 graphs."""
+    import json
+
+    from .. import __version__
+    from ..manifest import MANIFEST, read_manifest, sha256_file
+
+    if not (output / MANIFEST).is_file():
+        return None
+    try:
+        manifest = read_manifest(output)
+    except UserError:
+        return None
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731
+    if manifest.get("family", "pose2img") != "pose2img" or manifest.get("poserender") != __version__ \
+            or (manifest.get("checkpoint") or {}).get("sha256") != sha256_file(checkpoint) \
+            or (config is not None and not same(json.loads(json.dumps(config.to_dict())), manifest["config"])) \
+            or (warp_mode is not None and warp_mode != manifest.get("warp_mode")):
+        return None
+    return manifest
+
+
+def _int8_options(precision: str, calibrate, source, source_keypoints, frames: int, gate_frames: int,
+                  gate_psnr: float, gate_ssim, method: str) -> dict:
+    """add_int8's keyword arguments for --precision int8 (checked before any work), else {}."""
+    from pathlib import Path
+
+    from ..export.quality import QualityGate
+
+    given = [name for name, value in (("--calibrate", calibrate), ("--source", source),
+                                      ("--source-keypoints", source_keypoints)) if value]
+    if precision != "int8":
+        if given:
+            raise UserError(f"{', '.join(given)} apply to --precision int8")
+        return {}
+    missing = [name for name in ("--calibrate", "--source", "--source-keypoints") if name not in given]
+    if missing:
+        raise UserError(f"--precision int8 needs real calibration inputs: --calibrate KEYPOINTS, --source IMAGE and "
+                        f"--source-keypoints KP; missing {', '.join(missing)}")
+    for option, value in (("--calibrate", calibrate), ("--source", source), ("--source-keypoints", source_keypoints)):
+        if not Path(value).exists():
+            raise UserError(f"{option} not found", value)
+    if frames < 1 or gate_frames < 1:
+        raise UserError(f"--frames {frames} and --gate-frames {gate_frames}; expected at least 1 each")
+    try:
+        gate = QualityGate(gate_psnr, gate_ssim)
+    except ValueError as exc:
+        raise UserError(f"--gate-psnr/--gate-ssim: {exc}") from None
+    return {"method": method, "frames": frames, "gate_frames": gate_frames, "gate": gate}
+
+
+def calibration_data(config, keypoints, source, source_keypoints):
+    """Real calibration inputs on the canvas, read the way `poserender render` reads them: the
+    source image and keypoints (first frame) and the target sequence without its bad frames."""
+    import numpy as np
+
+    from ..export.quantize import CalibrationData
+    from ..keypoints import canvas_transform, read_keypoints
+    from ..runtime.render import load_source_image, load_source_keypoints
+
+    seq = read_keypoints(keypoints, config)
+    good = ~seq.bad & seq.valid.any(axis=1)
+    if not good.any():
+        raise UserError("has no usable frame to calibrate on", keypoints)
+    image = load_source_image(source, config)
+    src_xy, src_valid = load_source_keypoints(source_keypoints, config)
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    return CalibrationData(
+        {"source_image": f32(image), "source_keypoints": f32(src_xy), "source_valid": f32(src_valid)},
+        f32(canvas_transform(seq.xy[good], config)), f32(seq.valid[good]),
+        {"keypoints": str(Path(keypoints).resolve()), "usable_frames": int(good.sum()),
+         "bad_frames_left_out": int((~good).sum()), "source_image": str(Path(source).resolve()),
+         "source_keypoints": str(Path(source_keypoints).resolve())})

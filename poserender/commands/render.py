@@ -44,7 +44,7 @@ class StreamProgress:
             sys.stderr.write("\n")
 
 
-def summary_lines(result, output: str) -> list:
+def summary_lines(result, output: str, precision: Optional[str] = None) -> list:
     """The final report: one headline (frames, time, fps, backend, canvas), then details."""
     report, counts = result.report, result.report.counts
     extra = "".join(f", {n} {k}" for k, n in (("held", counts.held), ("skipped", counts.skipped),
@@ -53,8 +53,10 @@ def summary_lines(result, output: str) -> list:
         extra += ", interrupted"
     h, w = result.canvas_hw
     where = "stdout" if output == "-" else report.sink.path
+    precision = f" {precision}" if precision not in (None, "fp32") else ""
     lines = [f"rendered {counts.frames_out}/{counts.frames_in} frames{extra} to {where} in {report.seconds:.1f} s "
-             f"({report.fps:.1f} fps after {report.setup_seconds:.2f} s setup), backend {result.backend}, {h}x{w}"]
+             f"({report.fps:.1f} fps after {report.setup_seconds:.2f} s setup), backend {result.backend}{precision}, "
+             f"{h}x{w}"]
     reconciled = "=" if counts.reconciles() else "!= (MISMATCH)"
     lines.append(f"frames: in {counts.frames_in} {reconciled} out {counts.frames_out} + dropped {counts.dropped} "
                  f"+ skipped {counts.skipped}; workers: {', '.join(report.workers)}")
@@ -76,11 +78,17 @@ def render_model(model_dir: Path, backend: str, *, source_image, source_keypoint
                  on_bad_frame: str = "hold", max_frames: Optional[int] = None, max_wait_ms: float = 50.0,
                  devices: Optional[str] = None, replicate: bool = False, realtime: bool = False,
                  late: str = "hold", follow: bool = False, follow_timeout: float = 10.0, preview=None,
-                 preview_every: int = 25, metrics=None, codec: str = "auto"):
-    """Render through the streaming pipeline and print the summary (stderr when stdout has frames)."""
+                 preview_every: int = 25, metrics=None, codec: str = "auto", precision: Optional[str] = None):
+    """Render through the streaming pipeline and print the summary (stderr when stdout has frames).
+    ``precision``: fp16/bf16 on the GPU backends, int8 on ort-cpu (the model's INT8 graphs)."""
     from ..runtime.pipeline import StreamOptions
     from ..runtime.stream import parse_devices, render_stream
 
+    if precision == "int8":     # no INT8 graphs, or a backend that cannot run them: one line, before any output
+        from ..engines.select import stage_engines
+        from ..manifest import read_manifest
+
+        stage_engines(Path(model_dir), read_manifest(model_dir), backend, precision=precision)
     options = StreamOptions(batch=batch, max_wait_ms=max_wait_ms, on_bad_frame=on_bad_frame,
                             devices=parse_devices(devices), replicate=replicate, fps=fps, realtime=realtime,
                             late=late, max_frames=max_frames)
@@ -89,11 +97,12 @@ def render_model(model_dir: Path, backend: str, *, source_image, source_keypoint
         result = render_stream(model_dir, backend, source_image=source_image, source_keypoints=source_keypoints,
                                source_parsing=source_parsing, keypoints=keypoints, output=output, fmt=fmt, fps=fps, audio=audio, codec=codec,
                                options=options, follow=follow, follow_timeout=follow_timeout, preview=preview,
-                               preview_every=preview_every, metrics_path=metrics, log=log, progress=progress)
+                               preview_every=preview_every, metrics_path=metrics, log=log, progress=progress,
+                               precision=None if precision == "fp32" else precision)
     finally:
         progress.finish()
     to_stdout = str(output) == "-"
-    for line in summary_lines(result, str(output)):
+    for line in summary_lines(result, str(output), precision):
         click.echo(line, err=to_stdout)
     for line in result.report.metrics.table():
         click.echo(line, err=True)
@@ -129,6 +138,9 @@ def _quiet_stdout() -> None:
 @click.option("--scale", type=float, help="Canvas scale when MODEL is a checkpoint (640 / scale).")
 @click.option("--warp-mode", type=click.Choice(WARP_CHOICES), help="Warp sampler when MODEL is a checkpoint.")
 @click.option("--backend", default="auto", show_default=True, help="auto, ort-cpu, torch (see `poserender doctor`).")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              help="int8: the model's calibrated INT8 graphs on ort-cpu (export --precision int8); fp16/bf16: "
+                   "reduced precision on the GPU backends (torch-cuda, ort-trt, trt).")
 @click.option("--format", "fmt", type=click.Choice(["mp4", "png", "jpg", "raw"]),
               help="Default: from -o (.mp4 -> mp4, '-' -> raw, otherwise a png folder).")
 @click.option("--fps", default=15.0, show_default=True, help="Output frame rate (the reference renders at 15).")
@@ -160,7 +172,7 @@ def _quiet_stdout() -> None:
 @click.option("--metrics", type=click.Path(), help="Write per-stage timings, counts and fps as JSON, e.g. m.json.")
 @psc_render_options
 @user_errors
-def render(model, source, source_keypoints, keypoints, output, config, scale, warp_mode, backend, fmt, fps,
+def render(model, source, source_keypoints, keypoints, output, config, scale, warp_mode, backend, precision, fmt, fps,
            audio, codec, batch, max_wait_ms, on_bad_frame, max_frames, devices, replicate, realtime, late,
            follow, follow_timeout, preview, preview_every, metrics, psc_data, t_values, panels, source_parsing,
            key_poses, frames, aa_norm) -> None:
@@ -196,7 +208,7 @@ def render(model, source, source_keypoints, keypoints, output, config, scale, wa
     stream = dict(output=output, fmt=fmt, fps=fps, audio=Path(audio) if audio else None, batch=batch,
                   on_bad_frame=on_bad_frame, max_frames=max_frames, max_wait_ms=max_wait_ms, devices=devices,
                   replicate=replicate, realtime=realtime, late=late, follow=follow, follow_timeout=follow_timeout,
-                  preview=preview, preview_every=preview_every, metrics=metrics, codec=codec)
+                  preview=preview, preview_every=preview_every, metrics=metrics, codec=codec, precision=precision)
     if family == "psc":
         if source_keypoints:
             raise UserError("--source-keypoints is for pose2img models; a PSC model takes --source-parsing "
@@ -207,6 +219,7 @@ def render(model, source, source_keypoints, keypoints, output, config, scale, wa
                          source_parsing=Path(source_parsing), keypoints=keypoints, **stream)
             return
         stream_only = [name for name, given in (("-o -", output == "-"), ("--realtime", realtime),
+                                                (f"--precision {precision}", precision != "fp32"),
                                                 ("--follow", follow), ("--preview", preview),
                                                 ("--metrics", metrics), ("--devices", devices),
                                                 ("--replicate", replicate)) if given]

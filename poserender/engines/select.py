@@ -5,13 +5,15 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import UserError
-from ..manifest import stage_specs
+from ..manifest import int8_stage_files, stage_specs
 from . import ort_engine, torch_engine
 from .base import Engine
 
 #: every backend name; the GPU ones (after "torch") take a device index
 BACKENDS = ("auto", "ort-cpu", "torch", "torch-cuda", "ort-cuda", "ort-trt", "trt")
 GPU_BACKENDS = ("torch-cuda", "ort-cuda", "ort-trt", "trt")
+#: --precision values: fp16/bf16 on the GPU backends, int8 (calibrated QDQ graphs) on ort-cpu
+PRECISIONS = (None, "fp32", "fp16", "bf16", "int8")
 
 
 def _pose2img_torch_stage(manifest: Dict[str, Any], stage_name: str):
@@ -89,15 +91,22 @@ def stage_engines(model_dir: Path, manifest: Dict[str, Any], backend: str, devic
     device index as a string, e.g. "0" (default "0"). ``threads`` caps ONNX Runtime's intra-op
     threads (for several CPU workers side by side). ``precision`` (fp32/fp16/bf16) applies to
     torch-cuda, ort-trt and trt (default: fp32, or for trt the precision of the last build);
+    int8 to ort-cpu, which then runs the model's calibrated INT8 graphs (manifest ``int8``).
     ``cuda_graphs`` to torch-cuda and trt.
     """
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}; expected one of {', '.join(p for p in PRECISIONS if p)}")
     backend = resolve_backend(backend)
+    stage_files = {spec.name: spec.file for spec in stage_specs(manifest)}
+    if precision == "int8":
+        stage_files = _int8_stage_files(Path(model_dir), manifest, backend)
+    elif backend not in GPU_BACKENDS and precision not in (None, "fp32"):
+        raise UserError(f"backend {backend} runs in fp32 or int8 (ort-cpu); --precision {precision} "
+                        f"needs a GPU backend ({', '.join(b for b in GPU_BACKENDS if b != 'ort-cuda')})")
     if backend not in GPU_BACKENDS:
         if device not in (None, "cpu"):
             raise UserError(f"backend {backend} runs on the CPU; device {device!r} needs a GPU backend "
                             f"({', '.join(GPU_BACKENDS)})")
-        if precision not in (None, "fp32"):
-            raise UserError(f"backend {backend} runs in fp32; --precision {precision} needs a GPU backend")
     elif device is None:
         device = "0"
     elif not str(device).isdigit():
@@ -105,12 +114,30 @@ def stage_engines(model_dir: Path, manifest: Dict[str, Any], backend: str, devic
     engines: List[Engine] = []
     for spec in stage_specs(manifest):
         if backend == "ort-cpu":
-            engines.append(ort_engine.OrtEngine(spec, Path(model_dir) / spec.file, threads=threads))
+            engines.append(ort_engine.OrtEngine(spec, Path(model_dir) / stage_files[spec.name], threads=threads))
         elif backend == "torch":
             engines.append(torch_engine.TorchEngine(spec, _torch_stage_loader(manifest, spec.name)))
         else:
             engines.append(_gpu_engine(backend, spec, Path(model_dir), manifest, int(device), precision, cuda_graphs))
     return backend, engines
+
+
+def _int8_stage_files(model_dir: Path, manifest: Dict[str, Any], backend: str) -> Dict[str, str]:
+    """The files ``--precision int8`` runs; a clear error when the model has none or the backend
+    cannot run them (the graphs are QDQ with uint8 activations: ONNX Runtime CPU kernels)."""
+    if backend != "ort-cpu":
+        why = " (TensorRT INT8 needs symmetric int8 activations: not built yet)" if "trt" in backend else ""
+        raise UserError(f"--precision int8 runs the calibrated INT8 graphs (QDQ, uint8 activations) on ort-cpu; "
+                        f"backend {backend} cannot{why}")
+    files = int8_stage_files(manifest)
+    if files is None:
+        raise UserError("has no INT8 graphs; export with --precision int8 --calibrate KEYPOINTS --source IMAGE "
+                        "--source-keypoints KP (see `poserender export --help`)", model_dir)
+    for name, file in files.items():
+        if not (model_dir / file).is_file():
+            raise UserError(f"INT8 graph {file!r} of stage {name!r} is missing; re-export with --precision int8",
+                            model_dir)
+    return files
 
 
 def _gpu_engine(backend: str, spec, model_dir: Path, manifest: Dict[str, Any], device: int,

@@ -1,7 +1,6 @@
 """Compare an exported stage run by ONNX Runtime (CPU) with the torch module it came from."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Dict
 
@@ -10,11 +9,7 @@ import torch
 from torch import nn
 
 from ..specs import StageSpec
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
+from .quality import psnr
 
 
 def compare_outputs(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> Dict[str, Dict[str, float]]:

@@ -48,7 +48,8 @@ def render_stream(model_dir: PathLike, backend: str, *, source_image: Optional[P
                   codec: str = "auto", options: Optional[StreamOptions] = None, follow: bool = False,
                   follow_timeout: float = 10.0, preview: Optional[PathLike] = None, preview_every: int = 25,
                   metrics_path: Optional[PathLike] = None, log: Callable[[str], None] = lambda message: None,
-                  progress=lambda done, total, fps: None, stdin: Optional[TextIO] = None) -> StreamResult:
+                  progress=lambda done, total, fps: None, stdin: Optional[TextIO] = None,
+                  precision: Optional[str] = None) -> StreamResult:
     options = options or StreamOptions(fps=fps)
     options = dataclasses.replace(options, fps=fps)
     if options.batch < 1 or options.max_wait_ms < 0:
@@ -64,7 +65,8 @@ def render_stream(model_dir: PathLike, backend: str, *, source_image: Optional[P
     names: Dict[str, str] = {}
 
     def engine_factory(device: str, threads: Optional[int]) -> Dict[str, Engine]:
-        name, engines = stage_engines(Path(model_dir), manifest, backend, device=device, threads=threads)
+        name, engines = stage_engines(Path(model_dir), manifest, backend, device=device, threads=threads,
+                                      precision=precision)
         names["backend"] = name
         return {engine.spec.name: engine for engine in engines}
 

@@ -1,0 +1,236 @@
+"""INT8 (QDQ) export of the pose2img frame stage on a tiny model (width 8, 64 x 64): frame splits,
+which nodes stay FP32, the CLI end to end with its manifest record, the refusal below the gate,
+and `render`/engine selection at --precision int8."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from poserender.cli import main
+from poserender.engines import select
+from poserender.errors import UserError
+from poserender.export.quality import QualityGate
+from poserender.export.quantize import CalibrationData, add_int8, quantization_plan, split_frames
+from poserender.keypoints.template import gesture_sequence, template_pose
+from poserender.manifest import read_manifest
+
+FAST_INT8 = ["--precision", "int8", "--calibration-method", "minmax", "--frames", "8", "--gate-frames", "4"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_error_line(result):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("poserender: error: ")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def calibration_files(tmp_path_factory):
+    """A smooth 64 x 64 source image, its keypoints (.npy 2 x 122) and 24 target poses (.npy)."""
+    folder = tmp_path_factory.mktemp("int8_inputs")
+    noise = np.random.default_rng(7).uniform(0, 255, (6, 6, 3)).astype(np.float32)
+    cv2.imwrite(str(folder / "source.png"), cv2.resize(noise, (64, 64), interpolation=cv2.INTER_CUBIC).clip(0, 255)
+                .astype(np.uint8))
+    np.save(folder / "source.npy", template_pose(64, 64).T.copy())
+    np.save(folder / "targets.npy", gesture_sequence(24, 64, 64, seed=4))
+    return folder
+
+
+def int8_args(files):
+    return ["--calibrate", files / "targets.npy", "--source", files / "source.png",
+            "--source-keypoints", files / "source.npy"]
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory, tiny_checkpoint, calibration_files):
+    out = tmp_path_factory.mktemp("int8") / "tiny"
+    result = run("export", tiny_checkpoint, "-o", out, *FAST_INT8, *int8_args(calibration_files))
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_frame_splits_are_disjoint_and_hold_out_the_tail():
+    split = split_frames(304, 32, 16, 8)
+    sets = [set(split.calibration), set(split.selection), set(split.gate)]
+    assert [len(s) for s in sets] == [32, 8, 16]
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+    assert max(split.calibration) < min(split.gate + split.selection)       # held-out poses come after
+    assert split.calibration[0] == 0 and split.gate[-1] == 303
+    assert split_frames(24, 8, 4).selection == [] and len(split_frames(24, 8, 4).gate) == 4
+    with pytest.raises(UserError, match="has 10 usable frames.*need 12"):
+        split_frames(10, 8, 4)
+
+
+def test_plan_keeps_head_warps_and_heat_maps_fp32(int8_model):
+    model = onnx.load(str(int8_model[0] / "frame.onnx"))
+    plan = quantization_plan(model, ("/unet_stageC/",))
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    assert convs[-1] == "/unet_stageC/model/model/model.6/Conv"            # the U-Net's output conv
+    assert convs[-1] in plan.nodes_to_exclude and convs[-1] in plan.excluded["output_head"]
+    assert not any(c in plan.nodes_to_exclude for c in convs[:-1])         # every other conv is INT8
+    assert {"warp", "heatmaps", "transforms"} <= set(plan.excluded)
+    matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
+    assert matmuls and all(m in plan.nodes_to_exclude for m in matmuls)    # heat maps and warps stay FP32
+    assert plan.trunk_nodes > len(convs) - 1
+    with pytest.raises(ValueError, match="no Conv under"):
+        quantization_plan(model, ("/no_such_net/",))
+
+
+def test_cli_writes_int8_graph_and_manifest_record(int8_model):
+    out, result = int8_model
+    assert "INT8 frame.int8.onnx (minmax calibration, 8 frames)" in result.stdout and "gate PSNR >= 35 dB passed" \
+        in result.stdout
+    manifest = read_manifest(out)
+    entry = manifest["int8"]
+    assert manifest["precision"] == "fp32" and [s["file"] for s in manifest["stages"]] == ["source.onnx", "frame.onnx"]
+    stage = entry["stages"][0]
+    assert stage["name"] == "frame" and stage["file"] == "frame.int8.onnx" and (out / "frame.int8.onnx").is_file()
+    assert "/unet_stageC/model/model/model.6/Conv" in stage["excluded_nodes"]["output_head"]
+    assert entry["fp32_stages"] == ["source"]
+    cal = entry["calibration"]
+    assert cal["method"] == "minmax" and cal["frames"] == 8 and len(cal["frame_indices"]) == 8
+    assert cal["inputs"]["keypoints"].endswith("targets.npy") and cal["inputs"]["source_image"].endswith("source.png")
+    quality = entry["quality"]
+    assert set(quality["frame_indices"]).isdisjoint(cal["frame_indices"]) and quality["frames"] == 4
+    assert quality["psnr_db"] is None or quality["psnr_db"] >= 35
+    assert 0.9 < quality["ssim"] <= 1 and quality["nonfinite"] == 0
+    assert entry["gate"] == {"min_psnr_db": 35.0, "min_ssim": None, "passed": True}
+    graph = onnx.load(str(out / "frame.int8.onnx"))
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    head = next(n for n in graph.graph.node if n.name == "/unet_stageC/model/model/model.6/Conv")
+    producers = {o: n.op_type for n in graph.graph.node for o in n.output}
+    assert producers.get(head.input[1]) != "DequantizeLinear"               # the head's weights stay float
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_gate_failure_is_refused_and_writes_nothing(tiny_checkpoint, calibration_files, fp32_only):
+    before = {p.name: p.read_bytes() for p in fp32_only.iterdir()}
+    result = run("export", tiny_checkpoint, "-o", fp32_only, *FAST_INT8, *int8_args(calibration_files),
+                 "--gate-psnr", "200")
+    assert "reusing the FP32 export" in result.stdout                     # same checkpoint: not re-exported
+    line = one_error_line(result)
+    assert "INT8 frame stage (minmax calibration) vs FP32: PSNR" in line and "SSIM" in line
+    assert "gate PSNR >= 200 dB: FAILED" in line and "INT8 graphs not written" in line
+    assert {p.name: p.read_bytes() for p in fp32_only.iterdir()} == before    # FP32 export untouched, no int8
+    assert sorted(p.name for p in fp32_only.parent.iterdir()) == ["fp32_only"]   # no temp folders
+
+
+def test_auto_method_keeps_the_best_measured_psnr(int8_model, tmp_path):
+    """auto calibrates with each method and keeps the best PSNR on the selection frames. The
+    calibrations are stood in for by known graphs (fast): the FP32 graph itself for percentile
+    (identical frames, infinite PSNR), the INT8 graph for the others."""
+    import poserender.export.quantize as quantize
+
+    model = tmp_path / "copy"
+    shutil.copytree(int8_model[0], model)
+    int8_graph = shutil.copy(model / "frame.int8.onnx", tmp_path / "int8.onnx")   # add_int8 replaces the model's
+    data = CalibrationData({"source_image": np.zeros((1, 3, 64, 64), np.float32),
+                            "source_keypoints": template_pose(64, 64)[None].astype(np.float32),
+                            "source_valid": np.ones((1, 122), np.float32)},
+                           gesture_sequence(20, 64, 64, seed=9).astype(np.float32), np.ones((20, 122), np.float32),
+                           {"note": "test"})
+    calls = []
+
+    def stand_in(fp32_path, out_path, plan, feeds, method, per_channel=False):
+        calls.append((method, len(feeds)))
+        shutil.copy(fp32_path if method == "percentile" else int8_graph, out_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quantize, "quantize_graph", stand_in)
+        entry = add_int8(model, data, "auto", frames=6, gate_frames=3, selection_frames=2, batch=4)
+        assert calls == [("minmax", 2), ("entropy", 2), ("percentile", 2)]          # 6 frames in batches of 4
+        tried = {t["method"]: t for t in entry["calibration"]["tried"]}
+        assert list(tried) == ["minmax", "entropy", "percentile"]
+        assert tried["percentile"]["selection_psnr_db"] is None and tried["percentile"]["selection_ssim"] == 1.0
+        assert entry["calibration"]["method"] == "percentile" and entry["calibration"]["requested"] == "auto"
+        assert len(entry["quality"]["selection_frame_indices"]) == 2 and entry["quality"]["frames"] == 3
+        before = (model / "manifest.json").read_text()
+        with pytest.raises(UserError, match="gate PSNR >= 500 dB: FAILED"):
+            add_int8(model, data, "minmax", frames=6, gate_frames=3, gate=QualityGate(500.0))
+    assert (model / "manifest.json").read_text() == before                      # the refused run changed nothing
+
+
+def test_int8_options_are_checked_first(tmp_path, tiny_checkpoint, calibration_files):
+    line = one_error_line(run("export", tiny_checkpoint, "-o", tmp_path / "a", "--precision", "int8"))
+    assert "missing --calibrate, --source, --source-keypoints" in line
+    line = one_error_line(run("export", tiny_checkpoint, "-o", tmp_path / "b", "--calibrate",
+                              calibration_files / "targets.npy"))
+    assert "--calibrate apply to --precision int8" in line
+    line = one_error_line(run("export", tiny_checkpoint, "-o", tmp_path / "c", *FAST_INT8, "--calibrate",
+                              tmp_path / "nope.npz", "--source", calibration_files / "source.png",
+                              "--source-keypoints", calibration_files / "source.npy"))
+    assert "nope.npz" in line and "not found" in line
+    assert not list(tmp_path.iterdir())                                       # nothing exported
+
+
+@pytest.fixture()
+def fp32_only(int8_model, tmp_path):
+    """The INT8 model's folder without its INT8 graphs and manifest record (an FP32 export)."""
+    folder = tmp_path / "fp32_only"
+    shutil.copytree(int8_model[0], folder, ignore=shutil.ignore_patterns("*.int8.onnx"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["int8"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_engines_pick_the_int8_graphs_only_where_they_run(int8_model, fp32_only):
+    out, _ = int8_model
+    manifest = read_manifest(out)
+    _, engines = select.stage_engines(out, manifest, "ort-cpu", precision="int8")
+    assert [e.onnx_path.name for e in engines] == ["source.onnx", "frame.int8.onnx"]
+    _, engines = select.stage_engines(out, manifest, "ort-cpu")
+    assert [e.onnx_path.name for e in engines] == ["source.onnx", "frame.onnx"]
+    with pytest.raises(UserError, match="has no INT8 graphs; export with --precision int8 --calibrate"):
+        select.stage_engines(fp32_only, read_manifest(fp32_only), "ort-cpu", precision="int8")
+    with pytest.raises(UserError, match="on ort-cpu; backend torch cannot"):
+        select.stage_engines(out, manifest, "torch", precision="int8")
+    with pytest.raises(UserError, match="--precision fp16 needs a GPU backend"):
+        select.stage_engines(out, manifest, "ort-cpu", precision="fp16")
+
+
+def test_render_precision_int8(int8_model, fp32_only, calibration_files, tmp_path):
+    out, _ = int8_model
+    files = calibration_files
+    common = ["--source", files / "source.png", "--source-keypoints", files / "source.npy",
+              "--keypoints", files / "targets.npy", "--max-frames", "6", "--backend", "ort-cpu"]
+    frames = {}
+    for precision in ("fp32", "int8"):
+        result = run("render", out, *common, "-o", tmp_path / precision, "--precision", precision)
+        assert result.exit_code == 0, result.output
+        assert ("backend ort-cpu int8," in result.stdout) == (precision == "int8")
+        frames[precision] = np.stack([cv2.imread(str(p)) for p in sorted((tmp_path / precision).glob("*.png"))])
+    assert frames["int8"].shape == frames["fp32"].shape == (6, 64, 64, 3)
+    diff = np.abs(frames["int8"].astype(int) - frames["fp32"])
+    assert diff.max() > 0 and (diff > 2).mean() < 0.01                       # INT8 ran, and is close
+    line = one_error_line(run("render", fp32_only, *common, "-o", tmp_path / "none.mp4", "--precision", "int8"))
+    assert "has no INT8 graphs; export with --precision int8 --calibrate" in line
+    assert not (tmp_path / "none.mp4").exists()
+
+
+def test_an_export_is_reused_only_when_current(int8_model, tiny_checkpoint, tmp_path):
+    from poserender.commands.export import _current_export
+    from poserender.config import Pose2ImgConfig
+
+    out, _ = int8_model
+    manifest = read_manifest(out)
+    config = Pose2ImgConfig.from_dict(manifest["config"])
+    assert _current_export(out, tiny_checkpoint, None, None)["checkpoint"] == manifest["checkpoint"]
+    assert _current_export(out, tiny_checkpoint, config, manifest["warp_mode"]) is not None
+    other_mode = "legacy" if manifest["warp_mode"] == "exact" else "exact"
+    assert _current_export(out, tiny_checkpoint, None, other_mode) is None
+    assert _current_export(out, tiny_checkpoint, config.with_scale(2.0), None) is None
+    changed = tmp_path / "other.pth"
+    changed.write_bytes(tiny_checkpoint.read_bytes() + b"\0")
+    assert _current_export(out, changed, None, None) is None
+    assert _current_export(tmp_path / "nothing", tiny_checkpoint, None, None) is None
