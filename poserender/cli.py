@@ -17,6 +17,7 @@ COMMANDS = {
     "bench": "poserender.commands.bench:bench",
     "build": "poserender.commands.build:build",
     "demo": "poserender.commands.demo:demo",
+    "demo-data": "poserender.commands.demo_data:demo_data",
     "doctor": "poserender.commands.doctor:doctor",
     "export": "poserender.commands.export:export_cmd",
     "render": "poserender.commands.render:render",

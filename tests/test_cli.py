@@ -213,7 +213,8 @@ def test_demo_renders(tmp_path):
     out = tmp_path / "demo.mp4"
     result = run("demo", "-o", out, "--frames", "8")
     assert result.exit_code == 0, result.output
-    assert "rendered 8/8 frames" in result.stdout and "randomly initialised" in result.stderr
+    assert "rendered 8/8 frames" in result.stdout and "trained demo model" in result.stderr
+    assert (tmp_path / "demo.png").is_file()          # the contact sheet goes beside the video
     with av.open(str(out)) as container:
         assert container.streams.video[0].frames == 8
 

@@ -1,7 +1,8 @@
-"""`poserender demo`: the embedded default model renders a generated gesture clip."""
+"""`poserender demo`: the embedded trained model renders a gesture clip of the demo puppet."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -9,25 +10,64 @@ from ..errors import UserError
 from .common import cache_root, log, user_errors
 from .render import render_model
 
-@click.command()
-@click.option("-o", "--output", default="out/demo.mp4", show_default=True, type=click.Path())
-@click.option("--frames", default=60, show_default=True, help="Length of the generated gesture clip.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the generated gesture clip.")
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "ort-cpu", "torch"]))
-@user_errors
-def demo(output: str, frames: int, seed: int, backend: str) -> None:
-    """Render a generated gesture clip with the built-in demo model (slim, randomly initialised
-    until the trained demo model ships) to out/demo.mp4."""
-    from ..demo import demo_model, write_demo_inputs
+CONTACT_SHEET_FRAMES = 12
 
-    if frames < 1:
+
+def _pick_backend(requested: str) -> str:
+    """auto: ONNX Runtime on CUDA when its CUDA provider is usable, else ONNX Runtime on the CPU."""
+    if requested != "auto":
+        return requested
+    try:
+        import onnxruntime
+
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            from ..engines.select import resolve_backend
+
+            return resolve_backend("ort-cuda")
+    except (ImportError, UserError):
+        pass
+    return "ort-cpu"
+
+
+@click.command()
+@click.option("-o", "--output", default="out/demo.mp4", show_default=True, type=click.Path(),
+              help="Video (.mp4) or a folder of frames; '-' writes raw BGR frames to stdout.")
+@click.option("--sheet", type=click.Path(), help="Contact sheet PNG of the rendered clip (default: the video's "
+              "name with .png, e.g. out/demo.png; '' for none).")
+@click.option("--frames", type=int, help="Render a NEW gesture sequence of this many frames (default: the shipped clip).")
+@click.option("--seed", type=int, help="Seed of a NEW gesture sequence (default: the shipped clip).")
+@click.option("--fps", default=25.0, show_default=True, help="Frame rate of the clip (and of --realtime pacing).")
+@click.option("--realtime", is_flag=True, help="Stream live: pace the frames to the clock at --fps.")
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "ort-cpu", "ort-cuda"]),
+              help="auto: ONNX Runtime on a GPU when one is usable, else on the CPU.")
+@click.option("--batch", default=4, show_default=True, help="Frames per frame-stage call.")
+@click.option("--metrics", type=click.Path(), help="Write fps, latency and per-stage timings to this JSON file.")
+@user_errors
+def demo(output: str, sheet: Optional[str], frames: Optional[int], seed: Optional[int], fps: float, realtime: bool,
+         backend: str, batch: int, metrics: Optional[str]) -> None:
+    """Render the demo puppet with the built-in trained model (a slim Pose2Img trained by
+    poserender on its own generated data; nothing is downloaded) to out/demo.mp4 and
+    out/demo.png, and print the frame rate and the backend."""
+    from ..demo import puppet_inputs, shipped_model
+
+    if frames is not None and frames < 1:
         raise UserError(f"--frames {frames}; expected at least 1")
-    cache = cache_root() / "demo"
-    model_dir = demo_model(cache, log)
-    image, source_kp, targets = write_demo_inputs(cache / "inputs", frames, seed)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    render_model(model_dir, backend, source_image=image, source_keypoints=source_kp, keypoints=targets,
-            output=Path(output), fmt=None, fps=25.0, audio=None, batch=4, on_bad_frame="hold",
-            max_frames=None)
-    log("note: the demo model is randomly initialised (the trained demo model is a later issue), "
-         "so the frames show the pipeline working, not a person")
+    if batch < 1:
+        raise UserError(f"--batch {batch}; expected at least 1")
+    model_dir = shipped_model()
+    image, source_kp, targets = puppet_inputs(cache_root() / "demo" / "inputs", frames, seed)
+    import numpy as np
+
+    n = int(np.load(targets, mmap_mode="r").shape[0])
+    if sheet is None:
+        sheet = str(Path(output).with_suffix(".png")) if output.lower().endswith(".mp4") else ""
+    if output != "-":
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+    if sheet:
+        Path(sheet).parent.mkdir(parents=True, exist_ok=True)
+    what = "the shipped clip" if frames is None and seed is None else f"a new gesture sequence (seed {seed or 0})"
+    log(f"demo: {n} frames of {what}, trained demo model {model_dir}")
+    render_model(model_dir, _pick_backend(backend), source_image=image, source_keypoints=source_kp, keypoints=targets,
+                 output=Path(output) if output != "-" else "-", fmt=None, fps=fps, audio=None, batch=batch,
+                 on_bad_frame="hold", max_frames=None, realtime=realtime, preview=sheet or None,
+                 preview_every=max(1, n // CONTACT_SHEET_FRAMES), metrics=metrics)

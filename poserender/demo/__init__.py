@@ -1,21 +1,33 @@
-"""``poserender demo`` (interim): the whole pipeline on built-in synthetic inputs.
+"""The embedded demo: a slim Pose2Img trained by poserender on its own generated puppet.
 
-Until the trained demo model ships (demo issue), the demo builds a SLIM, RANDOMLY
-INITIALISED Pose2Img generator (width 8, 256 x 256), exports it to ONNX in a cache folder,
-draws a synthetic figure as the source image, and renders a procedural gesture sequence with
-ONNX Runtime on the CPU. The output shows that every stage runs end to end and how fast;
-it is not a meaningful picture of a person, because the weights are random.
+* :mod:`.gestures` makes keypoint sequences (a procedural upper body with joint limits),
+  :mod:`.puppet` draws the puppet at a pose (the ground truth), :mod:`.data` writes both in the
+  training layout (``poserender demo-data``); ``configs/demo.yaml`` trains the model.
+* The trained model ships in this package: ``model/`` (the exported ONNX stages and their
+  manifest) and ``clip.npy`` (a generated gesture clip, T x 3 x 137 OpenPose keypoints).
+  :func:`shipped_model` and :func:`puppet_inputs` are what ``poserender demo`` renders.
+* :func:`demo_model` / :func:`write_demo_inputs` / :func:`draw_figure` are the older SLIM,
+  RANDOMLY INITIALISED model and template figure that runtime benchmarks and tests use where the
+  weights do not matter (they are built into a cache folder on first use, never shipped).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from .config import Pose2ImgConfig
-from .keypoints.template import gesture_sequence, template_pose
+from ..config import Pose2ImgConfig
+from ..errors import UserError
+from ..keypoints.template import gesture_sequence, template_pose
+from .gestures import gesture_sequence as puppet_sequence
+from .gestures import pose122_to_openpose, rest_pose
+from .puppet import draw_puppet
+
+#: the trained demo model and the shipped clip (package data)
+MODEL_DIR = Path(__file__).with_name("model")
+CLIP_PATH = Path(__file__).with_name("clip.npy")
 
 DEMO_SIZE = 256
 DEMO_WIDTH = 8
@@ -69,8 +81,8 @@ def demo_model(cache: Path, log: Callable[[str], None]) -> Path:
         return model_dir
     import torch
 
-    from .export.pose2img_export import export_generator
-    from .models.pose2img import Pose2ImgGenerator
+    from ..export.pose2img_export import export_generator
+    from ..models.pose2img import Pose2ImgGenerator
 
     torch.manual_seed(0)
     generator = Pose2ImgGenerator(width=DEMO_WIDTH).eval()
@@ -78,3 +90,31 @@ def demo_model(cache: Path, log: Callable[[str], None]) -> Path:
     export_generator(generator, demo_config(), model_dir, "exact",
                      {"path": None, "meta": {"note": "randomly initialised demo model (seed 0)"}}, log)
     return model_dir
+
+
+def shipped_model() -> Path:
+    """The trained demo model's folder inside the package."""
+    if not (MODEL_DIR / "manifest.json").is_file():
+        raise UserError("the trained demo model is not in this installation; expected model/manifest.json "
+                        "and the ONNX stages (reinstall poserender)", MODEL_DIR)
+    return MODEL_DIR
+
+
+def puppet_inputs(folder: Path, frames: Optional[int] = None, seed: Optional[int] = None) -> Tuple[Path, Path, Path]:
+    """The demo's inputs in ``folder``: the puppet at rest as the source (png + 3 x 137 .npy) and
+    the targets, the shipped clip or, when ``frames`` or ``seed`` is given, a new gesture
+    sequence (``frames`` defaults to the clip's length, ``seed`` to 0)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pose = rest_pose(DEMO_SIZE)
+    image_path, source_path = folder / "puppet_source.png", folder / "puppet_source.npy"
+    cv2.imwrite(str(image_path), draw_puppet(pose, DEMO_SIZE))
+    np.save(source_path, pose122_to_openpose(pose))
+    if frames is None and seed is None:
+        return image_path, source_path, CLIP_PATH
+    if frames is None:
+        frames = int(np.load(CLIP_PATH, mmap_mode="r").shape[0])
+    seed = 0 if seed is None else seed
+    target_path = folder / f"puppet_targets_{frames}_{seed}.npy"
+    clip = np.stack([pose122_to_openpose(p) for p in puppet_sequence(frames, DEMO_SIZE, seed)])
+    np.save(target_path, clip)
+    return image_path, source_path, target_path
