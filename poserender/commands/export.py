@@ -26,12 +26,14 @@ from .common import WARP_CHOICES, load_config, log, user_errors
 @click.option("--size", type=int, help="psc: square canvas in pixels, a multiple of 16 (default 256, the reference's).")
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
               help="int8: also write calibrated INT8 (QDQ) graphs for ONNX Runtime CPU (frame.int8.onnx), "
-                   "behind a quality gate; needs --calibrate, --source and --source-keypoints.")
+                   "behind a quality gate; needs --calibrate, --source and --source-keypoints (psc: --source-parsing).")
 @click.option("--calibrate", "calibrate", type=click.Path(), help="int8: real target poses to calibrate on, "
               "e.g. varying_tmplt.npz (.npz, .npy or an OpenPose JSON folder, as `render --keypoints`).")
 @click.option("--source", "source", type=click.Path(), help="int8: the identity's source image, e.g. frame.jpg "
               "(its source-stage outputs are the frame stage's calibration inputs).")
 @click.option("--source-keypoints", type=click.Path(), help="int8: the source image's keypoints (.npy 3x137 or .json).")
+@click.option("--source-parsing", type=click.Path(), help="int8, psc: the source image's parsing (S0 label PNG); "
+              "PSC calibrates with --calibrate POSES (csv folder), --source I0.jpg and --source-parsing S0.png.")
 @click.option("--frames", type=int, default=32, show_default=True, help="int8: calibration frames, spread over the "
               "head of the sequence; held-out frames from its tail are kept for the gate.")
 @click.option("--gate-frames", type=int, default=16, show_default=True,
@@ -47,31 +49,33 @@ from .common import WARP_CHOICES, load_config, log, user_errors
 @user_errors
 def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optional[float], warp_mode: Optional[str],
                output: str, aa_norm: Optional[str], size: Optional[int], precision: str, calibrate: Optional[str],
-               source: Optional[str], source_keypoints: Optional[str], frames: int, gate_frames: int,
+               source: Optional[str], source_keypoints: Optional[str], source_parsing: Optional[str],
+               frames: int, gate_frames: int,
                calibration_method: str, gate_psnr: float, gate_ssim: Optional[float]) -> None:
     """Export CHECKPOINT to one verified ONNX graph per stage plus manifest.json.
 
     CHECKPOINT is a Pose2Img .pth (with --config), or a PSC folder with pm.pth, aa.pth and ct.pth.
-    With --precision int8 the pose2img frame stage is also quantized (QDQ, calibrated on real poses)
-    and checked against FP32 on held-out frames; below --gate-psnr the INT8 graph is refused
-    (exit 2; the FP32 export is complete and stays).
+    With --precision int8 the frame stage is also quantized (QDQ, calibrated on real poses; PSC:
+    CT-Net, InstanceNorm kept FP32) and checked against FP32 on held-out frames; below --gate-psnr
+    the INT8 graph is refused (exit 2; the FP32 export is complete and stays).
 
     \b
     poserender export ckpt.pth --config Oliver.yaml --scale 2.5 -o art/oliver
     poserender export ckpt.pth --config Oliver.yaml --scale 2.5 -o art/oliver --precision int8 \\
         --calibrate varying_tmplt.npz --source frame.jpg --source-keypoints frame.npy
+    poserender export psc_ckpt/ -o art/psc --precision int8 --calibrate train/joint_interpolation \\
+        --source test/I0/0001.jpg --source-parsing test/S0/0001.png
     """
     import time
 
     from ..models.psc.checkpoint import is_psc_checkpoint_dir
 
+    psc = family == "psc" or (family == "auto" and is_psc_checkpoint_dir(checkpoint))
     int8 = _int8_options(precision, calibrate, source, source_keypoints, frames, gate_frames, gate_psnr, gate_ssim,
-                         calibration_method)
-    if family == "psc" or (family == "auto" and is_psc_checkpoint_dir(checkpoint)):
+                         calibration_method, source_parsing, psc)
+    if psc:
         from ..export.psc_export import export_psc
 
-        if int8:
-            raise UserError("--precision int8 is built for pose2img models so far; export PSC in fp32")
         if config or scale or warp_mode:
             raise UserError("--config/--scale/--warp-mode are Pose2Img options; a PSC export takes --aa-norm, --size")
         started = time.perf_counter()
@@ -80,6 +84,12 @@ def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optio
         click.echo(f"exported {checkpoint} -> {output}: psc stages {', '.join(s['name'] for s in manifest['stages'])}, "
                    f"{h}x{w}, AA-Net norm {manifest['config']['aa_norm']}, verified with ONNX Runtime "
                    f"({time.perf_counter() - started:.1f} s)")
+        if int8:
+            from ..export.quantize import add_int8
+
+            started = time.perf_counter()
+            data = psc_calibration_data(manifest, Path(calibrate), Path(source), Path(source_parsing))
+            _report_int8(add_int8(Path(output), data, log=log, **int8), int8, started)
         return
     if aa_norm or size:
         raise UserError("--aa-norm/--size are PSC options; CHECKPOINT is not a folder with pm.pth, aa.pth, ct.pth")
@@ -109,14 +119,19 @@ def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optio
         started = time.perf_counter()
         data = calibration_data(Pose2ImgConfig.from_dict(manifest["config"]), Path(calibrate), Path(source),
                                 Path(source_keypoints))
-        entry = add_int8(Path(output), data, log=log, **int8)
-        q = entry["quality"]
-        files = ", ".join(s["file"] for s in entry["stages"])
-        psnr = "inf" if q["psnr_db"] is None else q["psnr_db"]
-        click.echo(f"INT8 {files} ({entry['calibration']['method']} calibration, "
-                   f"{entry['calibration']['frames']} frames): PSNR {psnr}"
-                   f" dB, SSIM {q['ssim']}, max |err| {q['max_abs_error']:g} on {q['frames']} held-out frames, "
-                   f"gate {int8['gate'].describe()} passed ({time.perf_counter() - started:.1f} s)")
+        _report_int8(add_int8(Path(output), data, log=log, **int8), int8, started)
+
+
+def _report_int8(entry: dict, int8: dict, started: float) -> None:
+    import time
+
+    q = entry["quality"]
+    files = ", ".join(s["file"] for s in entry["stages"])
+    psnr = "inf" if q["psnr_db"] is None else q["psnr_db"]
+    click.echo(f"INT8 {files} ({entry['calibration']['method']} calibration, "
+               f"{entry['calibration']['frames']} frames): PSNR {psnr}"
+               f" dB, SSIM {q['ssim']}, max |err| {q['max_abs_error']:g} on {q['frames']} held-out frames, "
+               f"gate {int8['gate'].describe()} passed ({time.perf_counter() - started:.1f} s)")
 
 
 def _current_export(output: Path, checkpoint: Path, config, warp_mode: Optional[str]):
@@ -144,23 +159,33 @@ def _current_export(output: Path, checkpoint: Path, config, warp_mode: Optional[
 
 
 def _int8_options(precision: str, calibrate, source, source_keypoints, frames: int, gate_frames: int,
-                  gate_psnr: float, gate_ssim, method: str) -> dict:
-    """add_int8's keyword arguments for --precision int8 (checked before any work), else {}."""
+                  gate_psnr: float, gate_ssim, method: str, source_parsing=None, psc: bool = False) -> dict:
+    """add_int8's keyword arguments for --precision int8 (checked before any work), else {}.
+    pose2img identities take --source-keypoints, PSC ones --source-parsing."""
     from pathlib import Path
 
     from ..export.quality import QualityGate
 
-    given = [name for name, value in (("--calibrate", calibrate), ("--source", source),
-                                      ("--source-keypoints", source_keypoints)) if value]
+    identity, other = ("--source-parsing", "--source-keypoints") if psc else ("--source-keypoints", "--source-parsing")
+    values = {"--calibrate": calibrate, "--source": source, "--source-keypoints": source_keypoints,
+              "--source-parsing": source_parsing}
+    if values[other]:
+        raise UserError(f"{other} is for {'pose2img' if psc else 'PSC'} models; "
+                        f"{'a PSC' if psc else 'this'} model calibrates with {identity}")
+    names = ("--calibrate", "--source", identity)
+    given = [name for name in names if values[name]]
     if precision != "int8":
         if given:
             raise UserError(f"{', '.join(given)} apply to --precision int8")
         return {}
-    missing = [name for name in ("--calibrate", "--source", "--source-keypoints") if name not in given]
+    missing = [name for name in names if name not in given]
     if missing:
-        raise UserError(f"--precision int8 needs real calibration inputs: --calibrate KEYPOINTS, --source IMAGE and "
-                        f"--source-keypoints KP; missing {', '.join(missing)}")
-    for option, value in (("--calibrate", calibrate), ("--source", source), ("--source-keypoints", source_keypoints)):
+        kind = "POSES" if psc else "KEYPOINTS"
+        ident = "--source-parsing S0.png" if psc else "--source-keypoints KP"
+        raise UserError(f"--precision int8 needs real calibration inputs: --calibrate {kind}, --source IMAGE and "
+                        f"{ident}; missing {', '.join(missing)}")
+    for option in names:
+        value = values[option]
         if not Path(value).exists():
             raise UserError(f"{option} not found", value)
     if frames < 1 or gate_frames < 1:
@@ -194,3 +219,36 @@ def calibration_data(config, keypoints, source, source_keypoints):
         {"keypoints": str(Path(keypoints).resolve()), "usable_frames": int(good.sum()),
          "bad_frames_left_out": int((~good).sum()), "source_image": str(Path(source).resolve()),
          "source_keypoints": str(Path(source_keypoints).resolve())})
+
+
+def psc_calibration_data(manifest, poses, source, source_parsing):
+    """Real PSC calibration inputs, read the way `poserender render` reads a PSC stream (the
+    PSC adapter): I0 and S0 as the source stage's feed, the pose stream (csv file or folder,
+    OpenPose JSON, .npy) without its bad frames, in canvas pixels (missing joints at -1)."""
+    import numpy as np
+
+    from ..errors import BadFrame
+    from ..export.quantize import CalibrationData
+    from ..runtime.adapters import PSCAdapter
+    from ..runtime.psc_render import load_psc_image, load_psc_parsing
+
+    height, width = (int(v) for v in manifest["canvas"])
+    image = load_psc_image(Path(source), height, width, log)
+    labels = load_psc_parsing(Path(source_parsing), height, width, int(manifest["config"]["classes"]))
+    adapter = PSCAdapter(manifest, Path(source), Path(source_parsing))
+    xys, valids, bad = [], [], 0
+    for frame in adapter.open_file(Path(poses), 25.0):
+        try:
+            if frame.bad is not None:
+                raise frame.bad
+            xy, valid = adapter.normalise(frame)
+        except BadFrame:
+            bad += 1
+            continue
+        xys.append(xy), valids.append(valid)
+    if not xys:
+        raise UserError("has no usable pose to calibrate on", poses)
+    return CalibrationData(
+        {"source_image": image, "source_labels": labels}, np.stack(xys), np.stack(valids),
+        {"keypoints": str(Path(poses).resolve()), "usable_frames": len(xys), "bad_frames_left_out": bad,
+         "source_image": str(Path(source).resolve()), "source_parsing": str(Path(source_parsing).resolve())})

@@ -131,8 +131,9 @@ def _int8_stage_files(model_dir: Path, manifest: Dict[str, Any], backend: str) -
                         f"backend {backend} cannot{why}")
     files = int8_stage_files(manifest)
     if files is None:
-        raise UserError("has no INT8 graphs; export with --precision int8 --calibrate KEYPOINTS --source IMAGE "
-                        "--source-keypoints KP (see `poserender export --help`)", model_dir)
+        identity = ("--source-parsing PARSING" if manifest.get("family") == "psc" else "--source-keypoints KP")
+        raise UserError(f"has no INT8 graphs; export with --precision int8 --calibrate KEYPOINTS --source IMAGE "
+                        f"{identity} (see `poserender export --help`)", model_dir)
     for name, file in files.items():
         if not (model_dir / file).is_file():
             raise UserError(f"INT8 graph {file!r} of stage {name!r} is missing; re-export with --precision int8",

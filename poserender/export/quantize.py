@@ -18,6 +18,11 @@ manifest.json:
    (UserError with the numbers); above it the graph is moved into place and the manifest
    updated (atomically).
 
+PSC models (``"family": "psc"``): the same for CT-Net's frame stage, fed by the FP32 source
+stage on (I0, S0) and the FP32 parsing stage on the target poses; its InstanceNormalization
+nodes stay FP32 (manifest group ``instance_norm``), as do its output, flow and occlusion heads
+and the warps (:data:`FP32_OPS`, :data:`HEADS_OUTSIDE_TRUNK`).
+
 The source stage stays FP32: it runs once per identity, so INT8 there would cost quality for no
 per-frame speed. The QDQ graph is also TensorRT's explicit-quantization input.
 """
@@ -45,6 +50,15 @@ CALIBRATION_CHOICES = METHODS + ("auto",)
 #: (family, stage) -> ONNX node-name prefixes of the convolutional trunk INT8 may take
 TRUNKS: Dict[Tuple[str, str], Tuple[str, ...]] = {
     ("pose2img", "frame"): ("/unet_stageC/",),
+    # PSC's CT-Net: encoders, bottleneck, style codes and decoders; its heads (/output, /flow_out,
+    # /occ_mask), the flow warps (GridSample) and the label masks are outside the trunk
+    ("psc", "frame"): ("/encoder", "/decoder", "/bottle_neck", "/style_conv"),
+}
+#: stages whose trunk prefixes hold no output head of their own (the heads are outside the trunk)
+HEADS_OUTSIDE_TRUNK = {("psc", "frame")}
+#: op types kept FP32 even inside the trunk (PSC: InstanceNorm, as in the FP16 builds), manifest group names
+FP32_OPS: Dict[Tuple[str, str], Dict[str, str]] = {
+    ("psc", "frame"): {"InstanceNormalization": "instance_norm"},
 }
 #: the calibrator's histogram/percentile settings (onnxruntime's defaults, written down)
 PERCENTILE = 99.999
@@ -125,9 +139,13 @@ def _quantizable_op_types() -> set:
     return set(QDQRegistry) | set(QLinearOpsRegistry)
 
 
-def quantization_plan(model, trunk_prefixes: Sequence[str]) -> QuantPlan:
+def quantization_plan(model, trunk_prefixes: Sequence[str], head_in_trunk: bool = True,
+                      fp32_ops: Optional[Dict[str, str]] = None) -> QuantPlan:
     """Everything outside the trunk, each trunk's last Conv (the output head) and anything after
-    it stays FP32. ``model`` is an onnx.ModelProto in topological order (as exported)."""
+    it stays FP32. ``model`` is an onnx.ModelProto in topological order (as exported).
+    ``head_in_trunk=False``: the prefixes hold no head (it is outside them). ``fp32_ops``: op type
+    -> manifest group of nodes kept FP32 inside the trunk too (e.g. InstanceNormalization)."""
+    fp32_ops = fp32_ops or {}
     quantizable = _quantizable_op_types()
     nodes = list(model.graph.node)
     unnamed = [i for i, n in enumerate(nodes) if not n.name]
@@ -139,6 +157,8 @@ def quantization_plan(model, trunk_prefixes: Sequence[str]) -> QuantPlan:
         convs = [i for i, n in enumerate(nodes) if n.name.startswith(prefix) and n.op_type in ("Conv", "ConvTranspose")]
         if not convs:
             raise ValueError(f"no Conv under {prefix!r}: the graph does not look like this stage's export")
+        if not head_in_trunk:
+            continue
         heads.add(convs[-1])
         for i in range(convs[-1] + 1, len(nodes)):        # the trunk's tail after its head
             if nodes[i].name.startswith(prefix):
@@ -146,13 +166,14 @@ def quantization_plan(model, trunk_prefixes: Sequence[str]) -> QuantPlan:
     exclude, excluded = [], {}
     trunk_count = 0
     for i, node in enumerate(nodes):
-        if in_trunk[i] and i not in heads:
+        if in_trunk[i] and i not in heads and node.op_type not in fp32_ops:
             trunk_count += node.op_type in quantizable
             continue
         exclude.append(node.name)
         if node.op_type not in quantizable:
             continue
-        group = "output_head" if i in heads else (node.name.strip("/").split("/")[0] if "/" in node.name.strip("/")
+        group = fp32_ops[node.op_type] if in_trunk[i] and node.op_type in fp32_ops else \
+            "output_head" if i in heads else (node.name.strip("/").split("/")[0] if "/" in node.name.strip("/")
                                                   else "fusion_and_output")
         excluded.setdefault(group, []).append(node.name)
     return QuantPlan(tuple(trunk_prefixes), exclude, excluded, trunk_count)
@@ -166,6 +187,46 @@ def _frame_feed(data: CalibrationData, source_out: Dict[str, np.ndarray],
             "target_valid": np.ascontiguousarray(data.target_valid[idx], dtype=np.float32),
             "source_keypoints": data.source_feed["source_keypoints"],
             "source_valid": data.source_feed["source_valid"], **source_out}
+
+
+def _pose2img_feeds(model_dir: Path, stages: Dict[str, Any], data: CalibrationData,
+                    log: Callable[[str], None]) -> Callable[[Sequence[int]], Dict[str, np.ndarray]]:
+    """pose2img: the FP32 source stage once on the identity; frame feeds = its outputs + the poses."""
+    log(f"INT8: running the FP32 source stage on {data.described.get('source_image', 'the source')}")
+    source_out = dict(zip(["source_parts", "background"],
+                          _session(model_dir / stages["source"]["file"]).run(["source_parts", "background"],
+                                                                            data.source_feed)))
+    return lambda indices: _frame_feed(data, source_out, indices)
+
+
+def _psc_feeds(model_dir: Path, stages: Dict[str, Any], data: CalibrationData,
+               log: Callable[[str], None]) -> Callable[[Sequence[int]], Dict[str, np.ndarray]]:
+    """psc: the FP32 source stage once on (I0, S0), then per batch the FP32 parsing stage on the
+    target poses; CT-Net's feeds = the target labels + the source features (not parsing_code)."""
+    log(f"INT8: running the FP32 source and parsing stages on {data.described.get('source_image', 'the source')}")
+    source = _session(model_dir / stages["source"]["file"])
+    names = [o.name for o in source.get_outputs()]
+    source_out = dict(zip(names, source.run(names, data.source_feed)))
+    parsing = _session(model_dir / stages["parsing"]["file"])
+
+    def feed(indices: Sequence[int]) -> Dict[str, np.ndarray]:
+        idx = np.asarray(indices)
+        labels = parsing.run(["target_labels"], {
+            "target_keypoints": np.ascontiguousarray(data.target_keypoints[idx], dtype=np.float32),
+            "target_valid": np.ascontiguousarray(data.target_valid[idx], dtype=np.float32),
+            "parsing_code": source_out["parsing_code"]})[0]
+        return {"target_labels": labels, **{k: v for k, v in source_out.items() if k != "parsing_code"}}
+    return feed
+
+
+#: family -> builder of the quantized stage's real feeds (model_dir, stages, data, log) -> indices -> feed
+FEED_BUILDERS = {"pose2img": _pose2img_feeds, "psc": _psc_feeds}
+#: family -> why the other stages stay FP32 (recorded in the manifest)
+FP32_STAGES_WHY = {
+    "pose2img": "the source stage runs once per identity: INT8 there costs quality, saves no frame time",
+    "psc": "source runs once per identity and interp on key poses only (no frame time to save); parsing "
+           "(AA-Net) ends in an argmax whose flipped labels change whole regions: not quantized",
+}
 
 
 def _batches(indices: Sequence[int], batch: int) -> List[List[int]]:
@@ -248,7 +309,8 @@ def add_int8(model_dir: Path, data: CalibrationData, method: str = "auto", frame
              selection_frames: int = 8, gate: QualityGate = QualityGate(), batch: int = 4, per_channel: bool = False,
              log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
     """Quantize the frame stage of the pose2img export in ``model_dir`` (see the module doc).
-    Returns the manifest's ``int8`` entry; raises UserError (nothing written) below the gate."""
+    Returns the manifest's ``int8`` entry; raises UserError (nothing written) below the gate.
+    PSC models: the CT-Net frame stage, fed by the FP32 source and parsing stages."""
     import onnx
     import onnxruntime
     from onnxruntime.quantization.preprocess import quant_pre_process
@@ -268,11 +330,8 @@ def add_int8(model_dir: Path, data: CalibrationData, method: str = "auto", frame
     batch = max(1, min(batch, int(stage["batch"]["max"])))
     split = split_frames(len(data.target_keypoints), frames, gate_frames, selection_frames if method == "auto" else 0)
     started = time.perf_counter()
-    log(f"INT8: running the FP32 source stage on {data.described.get('source_image', 'the source')}")
-    source_out = dict(zip(["source_parts", "background"],
-                          _session(model_dir / stages["source"]["file"]).run(["source_parts", "background"],
-                                                                            data.source_feed)))
-    feeds = {name: [_frame_feed(data, source_out, b) for b in _batches(idx, batch)]
+    make_feed = FEED_BUILDERS[family](model_dir, stages, data, log)
+    feeds = {name: [make_feed(b) for b in _batches(idx, batch)]
              for name, idx in (("calibration", split.calibration), ("selection", split.selection),
                                ("gate", split.gate))}
     fp32 = _session(model_dir / stage["file"])
@@ -282,7 +341,8 @@ def add_int8(model_dir: Path, data: CalibrationData, method: str = "auto", frame
     try:
         pre = work / "fp32.pre.onnx"
         quant_pre_process(str(model_dir / stage["file"]), str(pre), skip_symbolic_shape=True)
-        plan = quantization_plan(onnx.load(str(pre), load_external_data=False), TRUNKS[targets[0]])
+        plan = quantization_plan(onnx.load(str(pre), load_external_data=False), TRUNKS[targets[0]],
+                                 head_in_trunk=targets[0] not in HEADS_OUTSIDE_TRUNK, fp32_ops=FP32_OPS.get(targets[0]))
         candidates = list(METHODS) if method == "auto" else [method]
         tried: List[Dict[str, Any]] = []
         for name in candidates:
@@ -314,7 +374,7 @@ def add_int8(model_dir: Path, data: CalibrationData, method: str = "auto", frame
             "stages": [{"name": stage_name, "file": target.name, "sha256": sha256_file(target),
                         "fp32_file": stage["file"], **plan.manifest_entry()}],
             "fp32_stages": [s for s in stages if s != stage_name],
-            "fp32_stages_why": "the source stage runs once per identity: INT8 there costs quality, saves no frame time",
+            "fp32_stages_why": FP32_STAGES_WHY[family],
             "calibration": {"method": chosen, "requested": method,
                             "percentile": PERCENTILE if chosen == "percentile" else None,
                             "frames": len(split.calibration), "frame_indices": split.calibration, "batch": batch,

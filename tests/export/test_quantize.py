@@ -234,3 +234,123 @@ def test_an_export_is_reused_only_when_current(int8_model, tiny_checkpoint, tmp_
     changed.write_bytes(tiny_checkpoint.read_bytes() + b"\0")
     assert _current_export(out, changed, None, None) is None
     assert _current_export(tmp_path / "nothing", tiny_checkpoint, None, None) is None
+
+
+# -- PSC: CT-Net's frame stage, InstanceNorm kept FP32 -------------------------------------------
+PSC_SIZE = 64
+PSC_INT8 = FAST_INT8 + ["--gate-psnr", "25"]     # random-weight tiny nets reach ~34 dB: a gate they pass
+
+
+@pytest.fixture(scope="module")
+def psc_files(tmp_path_factory):
+    """Random-weight PSC nets (authors' layout), I0/S0 of a drawn figure, 14 poses in one csv."""
+    import torch
+
+    from poserender.export.psc_export import verification_feeds
+    from poserender.keypoints.coco18 import template_pose as coco_template
+    from poserender.models.psc import AANet, CTNet, PMNet
+    from poserender.runtime.psc_render import image_to_bgr8
+
+    root = tmp_path_factory.mktemp("psc_int8")
+    ckpt = root / "ckpt"
+    ckpt.mkdir()
+    torch.manual_seed(11)
+    for name, net in (("pm.pth", PMNet()), ("aa.pth", AANet()), ("ct.pth", CTNet())):
+        torch.save(net.state_dict(), ckpt / name)
+    feeds = verification_feeds(PSC_SIZE, PSC_SIZE)
+    cv2.imwrite(str(root / "I0.jpg"), image_to_bgr8(feeds["source"]["source_image"]))
+    cv2.imwrite(str(root / "S0.png"), np.repeat(feeds["source"]["source_labels"][0][:, :, None], 3, axis=2))
+    poses = root / "poses"
+    poses.mkdir()
+    rng = np.random.default_rng(3)
+    rows = []
+    for t in range(14):     # a sway with jitter: real-looking, varied poses
+        xy = coco_template(PSC_SIZE, PSC_SIZE) + [3 * np.sin(t / 2), np.cos(t / 3)] + rng.normal(0, 0.7, (18, 2))
+        rows += [[0] + list(xy[:, 0]), [0] + list(xy[:, 1])]
+    (poses / "0001.csv").write_text("\n".join(",".join(f"{v:.3f}" for v in r) for r in rows) + "\n")
+    return root
+
+
+def psc_args(files):
+    return ["--calibrate", files / "poses", "--source", files / "I0.jpg", "--source-parsing", files / "S0.png"]
+
+
+@pytest.fixture(scope="module")
+def psc_int8_model(psc_files):
+    out = psc_files / "art"
+    result = run("export", psc_files / "ckpt", "-o", out, "--size", PSC_SIZE, *PSC_INT8, *psc_args(psc_files))
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_psc_int8_export_keeps_instance_norm_fp32(psc_int8_model):
+    out, result = psc_int8_model
+    assert "INT8 frame.int8.onnx (minmax calibration, 8 frames)" in result.stdout
+    entry = read_manifest(out)["int8"]
+    stage = entry["stages"][0]
+    assert stage["name"] == "frame" and (out / "frame.int8.onnx").is_file()
+    assert entry["fp32_stages"] == ["source", "interp", "parsing"]
+    assert entry["calibration"]["inputs"]["source_parsing"].endswith("S0.png")
+    assert entry["calibration"]["inputs"]["usable_frames"] == 14
+    fp32 = onnx.load(str(out / "frame.onnx"))
+    norms = [n.name for n in fp32.graph.node if n.op_type == "InstanceNormalization"]
+    excluded = [name for group in stage["excluded_nodes"].values() for name in group]
+    assert norms and set(norms) <= set(excluded)                       # every InstanceNorm is named FP32
+    assert len(stage["excluded_nodes"]["instance_norm"]) >= len(norms) - 2   # most sit inside the trunk
+    assert {"output", "flow_out", "occ_mask"} <= set(stage["excluded_nodes"])   # CT-Net's heads stay FP32
+    graph = onnx.load(str(out / "frame.int8.onnx"))
+    producers = {o: n.op_type for n in graph.graph.node for o in n.output}
+    assert sum(n.op_type == "DequantizeLinear" for n in graph.graph.node) > 10
+    ins = [n for n in graph.graph.node if n.op_type == "InstanceNormalization"]
+    assert len(ins) == len(norms)
+    assert all(producers.get(i) != "DequantizeLinear" for n in ins for i in n.input[1:])   # FP32 scale/bias
+    quality = entry["quality"]
+    assert quality["psnr_db"] is None or quality["psnr_db"] >= 25
+    assert quality["nonfinite"] == 0 and entry["gate"]["passed"] is True
+
+
+def test_psc_gate_failure_is_refused_with_the_numbers(psc_int8_model, psc_files, tmp_path):
+    from poserender.commands.export import psc_calibration_data
+
+    model = tmp_path / "fp32"
+    shutil.copytree(psc_int8_model[0], model, ignore=shutil.ignore_patterns("*.int8.onnx"))
+    manifest = json.loads((model / "manifest.json").read_text())
+    del manifest["int8"]
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    data = psc_calibration_data(read_manifest(model), psc_files / "poses", psc_files / "I0.jpg",
+                                psc_files / "S0.png")
+    with pytest.raises(UserError) as info:
+        add_int8(model, data, "minmax", frames=8, gate_frames=4, gate=QualityGate(200.0))
+    message = str(info.value)
+    assert "INT8 frame stage (minmax calibration) vs FP32: PSNR" in message and "SSIM" in message
+    assert "gate PSNR >= 200 dB: FAILED" in message and "INT8 graphs not written" in message
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32"]             # no temp folders
+
+
+def test_psc_int8_options_are_checked_first(psc_files, tmp_path):
+    line = one_error_line(run("export", psc_files / "ckpt", "-o", tmp_path / "a", "--precision", "int8",
+                              "--calibrate", psc_files / "poses", "--source", psc_files / "I0.jpg"))
+    assert "--source-parsing S0.png; missing --source-parsing" in line
+    line = one_error_line(run("export", psc_files / "ckpt", "-o", tmp_path / "b", *PSC_INT8, *psc_args(psc_files),
+                              "--source-keypoints", psc_files / "I0.jpg"))
+    assert "--source-keypoints is for pose2img models" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_psc_render_precision_int8(psc_int8_model, psc_files, tmp_path):
+    out, _ = psc_int8_model
+    common = ["--source", psc_files / "I0.jpg", "--source-parsing", psc_files / "S0.png",
+              "--keypoints", psc_files / "poses", "--max-frames", "5", "--backend", "ort-cpu"]
+    frames = {}
+    for precision in ("fp32", "int8"):
+        result = run("render", out, *common, "-o", tmp_path / precision, "--precision", precision)
+        assert result.exit_code == 0, result.output
+        assert ("backend ort-cpu int8," in result.stdout) == (precision == "int8")
+        frames[precision] = np.stack([cv2.imread(str(p)) for p in sorted((tmp_path / precision).glob("*.png"))])
+    assert frames["int8"].shape == frames["fp32"].shape == (5, PSC_SIZE, PSC_SIZE, 3)
+    diff = np.abs(frames["int8"].astype(int) - frames["fp32"])
+    assert diff.max() > 0                                                   # the INT8 graph ran
+    mse = (diff.astype(float) ** 2).mean()
+    assert 10 * np.log10(255 ** 2 / mse) > 25                                # and is close (the export's gate)
