@@ -33,6 +33,14 @@ OLIVER_STEM = "Auto_Lending_-_Last_Week_Tonight_with_John_Oliver_HBO-4U2eDJnwz_s
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
 
+def asked_for_help(argv: Sequence[str], doc: str) -> bool:
+    """-h/--help prints the script's doc: a benchmark script never starts a long run by accident."""
+    if "-h" in argv or "--help" in argv:
+        print(doc)
+        return True
+    return False
+
+
 def bench_args(quick: bool, extra: Sequence[str]) -> List[str]:
     width, scale, name = (8, 10.0, "cpu_pose2img_quick") if quick else (64, 2.5, "cpu_pose2img_256")
     checkpoint = REPO_ROOT / "benchmarks" / "work" / f"pose2img_w{width}_seed0_scale{scale:g}.pth"
@@ -55,8 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from poserender.cli import main as cli
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:     # never start a long run by accident
-        print(__doc__)
+    if asked_for_help(argv, __doc__):
         return 0
     quick = "--quick" in argv
     args = bench_args(quick, [a for a in argv if a != "--quick"])

@@ -66,7 +66,7 @@ def layout_folder(work: Path) -> Path:
     import cv2
 
     from poserender.export.psc_export import verification_feeds
-    from poserender.keypoints.coco18 import template_pose
+    from poserender.keypoints.coco18 import template_pose, write_psc_csv
     from poserender.runtime.psc_render import image_to_bgr8
 
     feeds = verification_feeds(256, 256)
@@ -75,9 +75,7 @@ def layout_folder(work: Path) -> Path:
     cv2.imwrite(str(work / "data" / "I0" / "0001.jpg"), image_to_bgr8(feeds["source"]["source_image"]))
     cv2.imwrite(str(work / "data" / "S0" / "0001.png"), np.repeat(feeds["source"]["source_labels"][0, :, :, None], 3, 2))
     for sub, shift in (("P0", 0), ("P1", 9)):
-        xy = template_pose(256, 256) + shift
-        (work / "data" / sub / "0001.csv").write_text(
-            "\n".join(",".join(["0"] + [f"{v:.3f}" for v in xy[:, k]]) for k in (0, 1)) + "\n")
+        write_psc_csv(work / "data" / sub / "0001.csv", template_pose(256, 256) + shift)
     return work / "data"
 
 

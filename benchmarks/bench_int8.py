@@ -34,7 +34,7 @@ from typing import List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cpu_pose2img import OLIVER, OLIVER_STEM, REPO_ROOT, RESULTS  # noqa: E402  (same data, same results folder)
+from bench_cpu_pose2img import OLIVER, OLIVER_STEM, REPO_ROOT, RESULTS, asked_for_help  # noqa: E402  (same data, same results folder)
 from make_random_checkpoint import write_checkpoint  # noqa: E402
 
 WORK = REPO_ROOT / "benchmarks" / "work"
@@ -84,8 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from poserender.manifest import read_manifest
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:     # never start a long run by accident
-        print(__doc__)
+    if asked_for_help(argv, __doc__):
         return 0
     quick = "--quick" in argv
     argv = [a for a in argv if a != "--quick"]

@@ -12,12 +12,113 @@ SHARED = REPO.parent / "shared"
 OLIVER = SHARED / "data" / "oliver"
 OLIVER_STEM = "Auto_Lending_-_Last_Week_Tonight_with_John_Oliver_HBO-4U2eDJnwz_s_58_000_0_00_05.405405"
 FIXTURES = SHARED / "fixtures" / "pose2img"
+PSC_FIXTURES = SHARED / "fixtures" / "psc"
 
 
 def need_shared(path: Path = SHARED) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: ../shared (reference data/fixtures) is not in this checkout")
     return path
+
+
+@pytest.fixture(scope="session")
+def psc_manifest():
+    """../shared/fixtures/psc/manifest.json (skips when the PSC fixtures are absent)."""
+    import json
+
+    if not (PSC_FIXTURES / "manifest.json").is_file() or not (SHARED / "fixtures" / "weights.py").is_file():
+        pytest.skip("../shared/fixtures/psc not found: PSC reference fixtures are not in this checkout")
+    return json.loads((PSC_FIXTURES / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def psc_state_dicts(psc_manifest):
+    """Reference-keyed state dicts (numpy) made by the fixtures' deterministic weight scheme."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("psc_fixture_weights", SHARED / "fixtures" / "weights.py")
+    weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(weights)
+    return {net: weights.make_state_dict(psc_manifest["nets"][net]["state_dict"])
+            for net in ("pm_net", "aa_net", "ct_net")}
+
+
+@pytest.fixture(scope="session")
+def psc_checkpoint_dir(tmp_path_factory, psc_state_dicts):
+    """pm.pth / aa.pth / ct.pth in the authors' format (plain state dicts), from the fixture weights."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("psc_ckpt")
+    for net, name in (("pm_net", "pm.pth"), ("aa_net", "aa.pth"), ("ct_net", "ct.pth")):
+        torch.save({k: torch.from_numpy(v) for k, v in psc_state_dicts[net].items()}, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_psc_builders(tmp_path_factory):
+    """Builders of tiny PSC test inputs: ``checkpoint(seed)`` -> a folder with random-weight
+    pm.pth / aa.pth / ct.pth (the authors' layout); ``identity(image, parsing, size, shift=0)``
+    writes an I0 image and an S0 parsing, the export's verification source (rolled ``shift``
+    pixels), as BGR image and 3-channel label png."""
+    import types
+
+    def checkpoint(seed: int) -> Path:
+        import torch
+
+        from poserender.models.psc import AANet, CTNet, PMNet
+
+        folder = tmp_path_factory.mktemp(f"psc_ckpt_seed{seed}")
+        torch.manual_seed(seed)
+        for name, net in (("pm.pth", PMNet()), ("aa.pth", AANet()), ("ct.pth", CTNet())):
+            torch.save(net.state_dict(), folder / name)
+        return folder
+
+    def identity(image: Path, parsing: Path, size: int, shift: int = 0) -> None:
+        from poserender.export.psc_export import verification_feeds
+        from poserender.runtime.psc_render import image_to_bgr8
+
+        source = verification_feeds(size, size)["source"]
+        cv2.imwrite(str(image), image_to_bgr8(np.roll(source["source_image"], shift, axis=3)))
+        cv2.imwrite(str(parsing), np.repeat(source["source_labels"][0][:, :, None], 3, axis=2))
+
+    return types.SimpleNamespace(checkpoint=checkpoint, identity=identity)
+
+
+@pytest.fixture
+def tcp_sender():
+    """``start(lines, timeout)`` picks a free loopback port and starts a thread that connects to it as
+    soon as something listens and sends the lines; it returns ``(port, join)``, where ``join()``
+    waits for the thread and returns its errors (empty when everything was sent)."""
+    import socket
+    import threading
+    import time
+
+    def start(lines, timeout: float = 60.0):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        errors = []
+
+        def send():
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                        for line in lines:
+                            conn.sendall((line + "\n").encode())
+                        return
+                except ConnectionRefusedError:
+                    time.sleep(0.05)
+            errors.append(f"the listener on port {port} never accepted a connection within {timeout:g} s")
+
+        thread = threading.Thread(target=send)
+        thread.start()
+
+        def join():
+            thread.join()
+            return errors
+        return port, join
+    return start
 
 
 @pytest.fixture(autouse=True)

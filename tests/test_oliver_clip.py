@@ -5,9 +5,6 @@ with --batch 4: from the .npz, as JSON lines on stdin, and over the TCP listener
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from pathlib import Path
 
 import av
@@ -85,28 +82,10 @@ def test_oliver_clip_from_json_lines_on_stdin(random_full_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-def test_oliver_clip_over_the_tcp_listener(random_full_checkpoint, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    lines, errors = oliver_json_lines(), []
-
-    def send():
-        deadline = time.monotonic() + 300      # the first run exports the checkpoint before listening
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-                    for line in lines:
-                        conn.sendall((line + "\n").encode())
-                    return
-            except ConnectionRefusedError:
-                time.sleep(0.1)
-        errors.append("the listener never accepted a connection")
-
-    sender = threading.Thread(target=send)
-    sender.start()
+def test_oliver_clip_over_the_tcp_listener(random_full_checkpoint, tmp_path, tcp_sender):
+    # the first run exports the checkpoint before it listens: give the client 300 s
+    port, join = tcp_sender(oliver_json_lines(), timeout=300)
     out = tmp_path / "oliver_tcp.mp4"
     result = render(random_full_checkpoint, f"tcp://127.0.0.1:{port}", out)
-    sender.join()
-    assert not errors
+    assert not join()
     check_video(result, out)

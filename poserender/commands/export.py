@@ -85,11 +85,8 @@ def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optio
                    f"{h}x{w}, AA-Net norm {manifest['config']['aa_norm']}, verified with ONNX Runtime "
                    f"({time.perf_counter() - started:.1f} s)")
         if int8:
-            from ..export.quantize import add_int8
-
-            started = time.perf_counter()
-            data = psc_calibration_data(manifest, Path(calibrate), Path(source), Path(source_parsing))
-            _report_int8(add_int8(Path(output), data, log=log, **int8), int8, started)
+            _add_int8(Path(output), int8, lambda: psc_calibration_data(manifest, Path(calibrate), Path(source),
+                                                                       Path(source_parsing)))
         return
     if aa_norm or size:
         raise UserError("--aa-norm/--size are PSC options; CHECKPOINT is not a folder with pm.pth, aa.pth, ct.pth")
@@ -114,17 +111,19 @@ def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optio
                    f"({time.perf_counter() - started:.1f} s)")
     if int8:
         from ..config import Pose2ImgConfig
-        from ..export.quantize import add_int8
 
-        started = time.perf_counter()
-        data = calibration_data(Pose2ImgConfig.from_dict(manifest["config"]), Path(calibrate), Path(source),
-                                Path(source_keypoints))
-        _report_int8(add_int8(Path(output), data, log=log, **int8), int8, started)
+        _add_int8(Path(output), int8, lambda: calibration_data(Pose2ImgConfig.from_dict(manifest["config"]),
+                                                               Path(calibrate), Path(source), Path(source_keypoints)))
 
 
-def _report_int8(entry: dict, int8: dict, started: float) -> None:
+def _add_int8(model_dir: Path, int8: dict, load_data) -> None:
+    """Read the calibration inputs (``load_data()``), add the INT8 graphs behind the gate, say what was written."""
     import time
 
+    from ..export.quantize import add_int8
+
+    started = time.perf_counter()
+    entry = add_int8(model_dir, load_data(), log=log, **int8)
     q = entry["quality"]
     files = ", ".join(s["file"] for s in entry["stages"])
     psnr = "inf" if q["psnr_db"] is None else q["psnr_db"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import click
 
@@ -67,6 +67,30 @@ def _run_options(f):
     return f
 
 
+def _fit(device: str, label: str, batch_size: int, build: Callable[[Callable, Optional[Callable], Any], Any],
+         describe: Callable[[Any], str], finished: Callable[[Dict[str, Any], float], str]) -> None:
+    """What every family's training run shares: device/process setup, the progress line, the
+    opening and closing lines (from the main process only) and teardown. ``build(say, on_step,
+    ctx)`` makes the trainer; ``describe(trainer)`` says what it trains on; ``finished(result,
+    seconds)`` says what it wrote."""
+    from ..training.distributed import setup, teardown
+
+    ctx = setup(device)
+    say = log if ctx.is_main else (lambda s: None)
+    progress = TrainProgress(label)
+    try:
+        started = time.perf_counter()
+        trainer = build(say, progress if ctx.is_main else None, ctx)
+        say(f"{label}: {describe(trainer)}, {ctx.world_size} process(es) on {ctx.device}"
+            f"{' (' + ctx.backend + ')' if ctx.backend else ''}, batch {batch_size} per process")
+        result = trainer.fit()
+        progress.finish()
+        say(finished(result, time.perf_counter() - started))
+    finally:
+        progress.finish()
+        teardown(ctx)
+
+
 @click.group("train")
 def train() -> None:
     """Train a model; checkpoints are the reference format plus metadata, ready for export.
@@ -94,32 +118,25 @@ def train_pose2img(config: str, frames: Optional[str], keypoints: Optional[str],
                    lr: Optional[float], seed: Optional[int], workers: Optional[int], device: str, amp: str) -> None:
     """Train the Pose2Img generator (+ discriminator) on frames of one person."""
     from ..training.config import load_train_config
-    from ..training.distributed import setup, teardown
     from ..training.pose2img_trainer import Pose2ImgTrainer, RunOptions
 
     cfg = load_train_config(config, {"frames": frames, "keypoints": keypoints, "steps": steps,
                                      "batch_size": batch_size, "lr": lr, "seed": seed, "workers": workers})
     run_dir = Path(output) if output else Path("runs") / Path(config).stem
-    ctx = setup(device)
-    say = log if ctx.is_main else (lambda s: None)
-    progress = TrainProgress("pose2img")
-    try:
-        started = time.perf_counter()
-        trainer = Pose2ImgTrainer(cfg, RunOptions(run_dir, resume, vgg_weights, amp, warn=say,
-                                                  on_step=progress if ctx.is_main else None), ctx)
-        h, w = trainer.geometry.height, trainer.geometry.width
-        say(f"pose2img: {len(trainer.train_set)} training / {len(trainer.val_set)} validation frames, "
-            f"{h}x{w}, width {cfg.width}, {ctx.world_size} process(es) on {ctx.device}"
-            f"{' (' + ctx.backend + ')' if ctx.backend else ''}, batch {cfg.batch_size} per process")
-        result = trainer.fit()
-        progress.finish()
+
+    def describe(trainer) -> str:
+        return (f"{len(trainer.train_set)} training / {len(trainer.val_set)} validation frames, "
+                f"{trainer.geometry.height}x{trainer.geometry.width}, width {cfg.width}")
+
+    def finished(result, seconds: float) -> str:
         last = result["last"]
-        say(f"trained to step {result['step']} in {time.perf_counter() - started:.1f} s "
-            f"(loss {last.get('total', float('nan')):.4g}, {last.get('it_per_s', 0):.2f} it/s): "
-            f"{result['checkpoint'] or run_dir}")
-    finally:
-        progress.finish()
-        teardown(ctx)
+        return (f"trained to step {result['step']} in {seconds:.1f} s (loss {last.get('total', float('nan')):.4g}, "
+                f"{last.get('it_per_s', 0):.2f} it/s): {result['checkpoint'] or run_dir}")
+
+    _fit(device, "pose2img", cfg.batch_size,
+         lambda say, on_step, ctx: Pose2ImgTrainer(cfg, RunOptions(run_dir, resume, vgg_weights, amp, warn=say,
+                                                                   on_step=on_step), ctx),
+         describe, finished)
 
 
 @train.command("psc")
@@ -139,29 +156,22 @@ def train_psc(stage: str, config: str, data: Optional[str], size: Optional[int],
               resume: Optional[str], steps: Optional[int], batch_size: Optional[int], lr: Optional[float],
               seed: Optional[int], workers: Optional[int], device: str, amp: str) -> None:
     """Train one PSC stage; -o DIR collects pm.pth, aa.pth and ct.pth (a PSC checkpoint folder)."""
-    from ..training.distributed import setup, teardown
     from ..training.loop import RunOptions
     from ..training.psc_trainer import PscTrainer, load_psc_config
 
     cfg = load_psc_config(config, stage, {"data": data, "steps": steps, "batch_size": batch_size, "lr": lr,
                                           "seed": seed, "workers": workers, "size": size})
     out_dir = Path(output) if output else Path("runs") / Path(config).stem
-    ctx = setup(device)
-    say = log if ctx.is_main else (lambda s: None)
-    progress = TrainProgress(f"psc {stage}")
-    try:
-        started = time.perf_counter()
-        trainer = PscTrainer(cfg, RunOptions(out_dir / stage, resume, vgg_weights, amp, warn=say,
-                                             on_step=progress if ctx.is_main else None), ctx)
-        say(f"psc {stage}: {len(trainer.train_set)} samples, {cfg.size}x{cfg.size}, {trainer.schedule.steps} steps, "
-            f"{ctx.world_size} process(es) on {ctx.device}{' (' + ctx.backend + ')' if ctx.backend else ''}, "
-            f"batch {cfg.batch_size} per process")
-        result = trainer.fit()
-        progress.finish()
-        last = result["last"]
-        say(f"trained {stage} to step {result['step']} in {time.perf_counter() - started:.1f} s "
-            f"(loss {last.get('total', float('nan')):.4g}): {out_dir / (stage + '.pth')} "
-            f"(resumable: {result['checkpoint'] or out_dir / stage})")
-    finally:
-        progress.finish()
-        teardown(ctx)
+
+    def describe(trainer) -> str:
+        return f"{len(trainer.train_set)} samples, {cfg.size}x{cfg.size}, {trainer.schedule.steps} steps"
+
+    def finished(result, seconds: float) -> str:
+        return (f"trained {stage} to step {result['step']} in {seconds:.1f} s "
+                f"(loss {result['last'].get('total', float('nan')):.4g}): {out_dir / (stage + '.pth')} "
+                f"(resumable: {result['checkpoint'] or out_dir / stage})")
+
+    _fit(device, f"psc {stage}", cfg.batch_size,
+         lambda say, on_step, ctx: PscTrainer(cfg, RunOptions(out_dir / stage, resume, vgg_weights, amp, warn=say,
+                                                              on_step=on_step), ctx),
+         describe, finished)

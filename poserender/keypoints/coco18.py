@@ -102,6 +102,17 @@ def read_psc_pose(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     return xy[0], valid[0]
 
 
+def write_psc_csv(path: PathLike, xy: np.ndarray) -> Path:
+    """Write poses as a PSC csv, what :func:`read_psc_csv` reads: per pose an x row and a y row,
+    each an index (0) then 18 values, 3 decimals. ``xy``: (18, 2) or (N, 18, 2); -1 marks a
+    missing joint."""
+    poses = np.asarray(xy, dtype=np.float64).reshape(-1, N_COCO18, 2)
+    rows = [[0.0] + list(pose[:, k]) for pose in poses for k in (0, 1)]
+    path = Path(path)
+    path.write_text("\n".join(",".join(f"{v:.3f}" for v in row) for row in rows) + "\n")
+    return path
+
+
 def body25_to_coco18(rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """OpenPose (..., 25 or 137, 3) rows of (x, y, confidence), or (..., 18, 3) from OpenPose's COCO
     model, -> COCO-18 xy (..., 18, 2) and valid (..., 18): a joint is missing at confidence 0 (its

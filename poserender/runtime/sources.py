@@ -79,19 +79,23 @@ class SequenceSource(FrameSource):
         self.seq, self.fps, self.length = seq, fps, len(seq)
         self.description = seq.path
 
+    @staticmethod
+    def bad_kind(reason: str) -> str:
+        """The policy's kind for a reader's bad-frame reason: the readers' two frame-level problems
+        are a NaN/inf value and a missing OpenPose file."""
+        return "gap" if reason.startswith("no JSON file") else "nan"
+
     def __iter__(self) -> Iterator[Frame]:
         seq = self.seq
         for t in range(len(seq)):
             bad = None
             if seq.bad[t]:
                 reason = seq.bad_reasons.get(t, "bad frame")
-                # the readers' two frame-level problems: a NaN/inf value, or a missing OpenPose file
-                kind = "gap" if reason.startswith("no JSON file") else "nan"
-                bad = BadFrame(reason, kind=kind, frame=t, path=seq.path)
+                bad = BadFrame(reason, kind=self.bad_kind(reason), frame=t, path=seq.path)
             yield Frame(t, t / self.fps, seq.xy[t], seq.valid[t], bad)
 
 
-class Coco18FileSource(FrameSource):
+class Coco18FileSource(SequenceSource):
     """PSC poses (18 COCO joints, PSC canvas pixels): a csv, a folder of csv files (PSC's layout),
     OpenPose JSON or .npy, read by :func:`poserender.keypoints.coco18.read_pose_stream`; for the
     PSC family's adapter. NaN/inf frames are ``nan`` bad frames, frames with nobody ``empty``."""
@@ -99,18 +103,12 @@ class Coco18FileSource(FrameSource):
     def __init__(self, path: Path, fps: float):
         from ..keypoints.coco18 import read_pose_stream
 
-        self.seq, self.fps = read_pose_stream(path), fps
-        self.length, self.description = len(self.seq), str(path)
+        super().__init__(read_pose_stream(path), fps)
+        self.description = str(path)
 
-    def __iter__(self) -> Iterator[Frame]:
-        seq = self.seq
-        for t in range(len(seq)):
-            bad = None
-            if seq.bad[t]:
-                reason = seq.bad_reasons.get(t, "bad frame")
-                kind = "nan" if "NaN" in reason else "gap" if reason.startswith("no JSON file") else "empty"
-                bad = BadFrame(reason, kind=kind, frame=t, path=seq.path)
-            yield Frame(t, t / self.fps, seq.xy[t], seq.valid[t], bad)
+    @staticmethod
+    def bad_kind(reason: str) -> str:
+        return "nan" if "NaN" in reason else "gap" if reason.startswith("no JSON file") else "empty"
 
 
 class ArraySource(FrameSource):

@@ -53,6 +53,18 @@ class Schedule:
     workers: int = 0
 
 
+AMP_MODES = ("off", "bf16", "fp16")
+
+
+def check_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``--amp`` (None = off); AMP needs CUDA."""
+    if amp not in AMP_MODES:
+        raise UserError(f"--amp {amp!r}; expected one of {', '.join(AMP_MODES)}")
+    if amp != "off" and device.type != "cuda":
+        raise UserError(f"--amp {amp} needs a CUDA device; this run is on {device}")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+
 class TrainLoop(abc.ABC):
     family = ""
     schedule: Schedule
@@ -61,6 +73,7 @@ class TrainLoop(abc.ABC):
 
     def __init__(self, opts: RunOptions, ctx: DistContext):
         self.opts, self.ctx, self.device = opts, ctx, ctx.device
+        self.amp_dtype = check_amp(opts.amp, self.device)     # autocast dtype of --amp, None = off
         self.step = 0
         self.history: List[Dict[str, float]] = []
         self.log: Optional[RunLog] = None

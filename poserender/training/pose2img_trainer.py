@@ -31,23 +31,13 @@ from .config import Pose2ImgTrainConfig
 from .discriminator import Discriminator, blocks_for
 from .distributed import DistContext
 from .logs import image_grid
-from .loop import RunOptions, Schedule, TrainLoop
+from .loop import AMP_MODES, RunOptions, Schedule, TrainLoop
 from .losses import PerceptualStyleLoss, hinge_fake, hinge_real
 from .pose2img_data import PairSampler, load_frames, split, validation_pairs
 from .vgg import load_vgg19
 
-AMP_MODES = ("off", "bf16", "fp16")
 FAMILY = "pose2img"
 __all__ = ["Pose2ImgTrainer", "RunOptions", "AMP_MODES"]
-
-
-def check_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``--amp`` (None = off); AMP needs CUDA."""
-    if amp not in AMP_MODES:
-        raise UserError(f"--amp {amp!r}; expected one of {', '.join(AMP_MODES)}")
-    if amp != "off" and device.type != "cuda":
-        raise UserError(f"--amp {amp} needs a CUDA device; this run is on {device}")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
 
 class DiscriminatorPair(nn.Module):
@@ -75,7 +65,6 @@ class Pose2ImgTrainer(TrainLoop):
     def __init__(self, cfg: Pose2ImgTrainConfig, opts: RunOptions, ctx: DistContext):
         super().__init__(opts, ctx)
         self.cfg = cfg
-        self.amp_dtype = check_amp(opts.amp, self.device)
         self.schedule = Schedule(cfg.steps, cfg.batch_size, cfg.seed, cfg.log_every, cfg.checkpoint_every,
                                  cfg.keep_checkpoints, cfg.images_every, cfg.val_every, cfg.data.workers)
         cfg.geometry.check_canvas(cfg.source or "config")

@@ -32,7 +32,6 @@ from .config import _unknown
 from .distributed import DistContext
 from .logs import image_grid
 from .loop import RunOptions, Schedule, TrainLoop
-from .pose2img_trainer import check_amp
 from .psc_data import STAGES, PscTrainData, sample_order
 from .psc_objectives import AAObjective, CTObjective, PMObjective
 from .vgg import load_vgg19
@@ -161,7 +160,6 @@ class PscTrainer(TrainLoop):
     def __init__(self, cfg: PscTrainConfig, opts: RunOptions, ctx: DistContext):
         super().__init__(opts, ctx)
         self.cfg = cfg
-        self.amp_dtype = check_amp(opts.amp, self.device)
         self.train_set = PscTrainData(Path(cfg.data), cfg.stage, cfg.size)
         per_rank = len(self.train_set) // ctx.world_size
         self.steps_per_epoch = per_rank // cfg.batch_size

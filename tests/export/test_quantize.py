@@ -199,17 +199,23 @@ def test_engines_pick_the_int8_graphs_only_where_they_run(int8_model, fp32_only)
         select.stage_engines(out, manifest, "ort-cpu", precision="fp16")
 
 
+def _render_fp32_and_int8(model, common, tmp_path):
+    """`render MODEL ... --precision fp32|int8` to png folders; {precision: (N, H, W, 3) frames}."""
+    frames = {}
+    for precision in ("fp32", "int8"):
+        result = run("render", model, *common, "-o", tmp_path / precision, "--precision", precision)
+        assert result.exit_code == 0, result.output
+        assert ("backend ort-cpu int8," in result.stdout) == (precision == "int8")
+        frames[precision] = np.stack([cv2.imread(str(p)) for p in sorted((tmp_path / precision).glob("*.png"))])
+    return frames
+
+
 def test_render_precision_int8(int8_model, fp32_only, calibration_files, tmp_path):
     out, _ = int8_model
     files = calibration_files
     common = ["--source", files / "source.png", "--source-keypoints", files / "source.npy",
               "--keypoints", files / "targets.npy", "--max-frames", "6", "--backend", "ort-cpu"]
-    frames = {}
-    for precision in ("fp32", "int8"):
-        result = run("render", out, *common, "-o", tmp_path / precision, "--precision", precision)
-        assert result.exit_code == 0, result.output
-        assert ("backend ort-cpu int8," in result.stdout) == (precision == "int8")
-        frames[precision] = np.stack([cv2.imread(str(p)) for p in sorted((tmp_path / precision).glob("*.png"))])
+    frames = _render_fp32_and_int8(out, common, tmp_path)
     assert frames["int8"].shape == frames["fp32"].shape == (6, 64, 64, 3)
     diff = np.abs(frames["int8"].astype(int) - frames["fp32"])
     assert diff.max() > 0 and (diff > 2).mean() < 0.01                       # INT8 ran, and is close
@@ -242,32 +248,20 @@ PSC_INT8 = FAST_INT8 + ["--gate-psnr", "25"]     # random-weight tiny nets reach
 
 
 @pytest.fixture(scope="module")
-def psc_files(tmp_path_factory):
+def psc_files(tmp_path_factory, tiny_psc_builders):
     """Random-weight PSC nets (authors' layout), I0/S0 of a drawn figure, 14 poses in one csv."""
-    import torch
-
-    from poserender.export.psc_export import verification_feeds
     from poserender.keypoints.coco18 import template_pose as coco_template
-    from poserender.models.psc import AANet, CTNet, PMNet
-    from poserender.runtime.psc_render import image_to_bgr8
+    from poserender.keypoints.coco18 import write_psc_csv
 
     root = tmp_path_factory.mktemp("psc_int8")
-    ckpt = root / "ckpt"
-    ckpt.mkdir()
-    torch.manual_seed(11)
-    for name, net in (("pm.pth", PMNet()), ("aa.pth", AANet()), ("ct.pth", CTNet())):
-        torch.save(net.state_dict(), ckpt / name)
-    feeds = verification_feeds(PSC_SIZE, PSC_SIZE)
-    cv2.imwrite(str(root / "I0.jpg"), image_to_bgr8(feeds["source"]["source_image"]))
-    cv2.imwrite(str(root / "S0.png"), np.repeat(feeds["source"]["source_labels"][0][:, :, None], 3, axis=2))
+    shutil.copytree(tiny_psc_builders.checkpoint(11), root / "ckpt")
+    tiny_psc_builders.identity(root / "I0.jpg", root / "S0.png", PSC_SIZE)
     poses = root / "poses"
     poses.mkdir()
     rng = np.random.default_rng(3)
-    rows = []
-    for t in range(14):     # a sway with jitter: real-looking, varied poses
-        xy = coco_template(PSC_SIZE, PSC_SIZE) + [3 * np.sin(t / 2), np.cos(t / 3)] + rng.normal(0, 0.7, (18, 2))
-        rows += [[0] + list(xy[:, 0]), [0] + list(xy[:, 1])]
-    (poses / "0001.csv").write_text("\n".join(",".join(f"{v:.3f}" for v in r) for r in rows) + "\n")
+    xy = [coco_template(PSC_SIZE, PSC_SIZE) + [3 * np.sin(t / 2), np.cos(t / 3)] + rng.normal(0, 0.7, (18, 2))
+          for t in range(14)]          # a sway with jitter: real-looking, varied poses
+    write_psc_csv(poses / "0001.csv", np.stack(xy))
     return root
 
 
@@ -343,12 +337,7 @@ def test_psc_render_precision_int8(psc_int8_model, psc_files, tmp_path):
     out, _ = psc_int8_model
     common = ["--source", psc_files / "I0.jpg", "--source-parsing", psc_files / "S0.png",
               "--keypoints", psc_files / "poses", "--max-frames", "5", "--backend", "ort-cpu"]
-    frames = {}
-    for precision in ("fp32", "int8"):
-        result = run("render", out, *common, "-o", tmp_path / precision, "--precision", precision)
-        assert result.exit_code == 0, result.output
-        assert ("backend ort-cpu int8," in result.stdout) == (precision == "int8")
-        frames[precision] = np.stack([cv2.imread(str(p)) for p in sorted((tmp_path / precision).glob("*.png"))])
+    frames = _render_fp32_and_int8(out, common, tmp_path)
     assert frames["int8"].shape == frames["fp32"].shape == (5, PSC_SIZE, PSC_SIZE, 3)
     diff = np.abs(frames["int8"].astype(int) - frames["fp32"])
     assert diff.max() > 0                                                   # the INT8 graph ran

@@ -112,3 +112,15 @@ def test_pose_streams_from_json_npy_and_csv_folders(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": [1, 2, 3]}]}))
     with pytest.raises(UserError, match="has 3 values; expected 75"):
         read_pose_stream(tmp_path / "bad.json")
+
+
+def test_write_psc_csv_round_trips_through_the_reader(tmp_path):
+    from poserender.keypoints.coco18 import read_psc_csv, template_pose, write_psc_csv
+
+    poses = np.stack([template_pose(64, 64), template_pose(64, 64) + [2.5, -1.25]])
+    poses[1, 3] = -1                                       # a missing joint
+    xy, valid = read_psc_csv(write_psc_csv(tmp_path / "p.csv", poses))
+    np.testing.assert_allclose(xy, poses, atol=5e-4)
+    assert valid[0].all() and not valid[1, 3] and valid[1].sum() == 17
+    xy1, _ = read_psc_csv(write_psc_csv(tmp_path / "one.csv", poses[0]))
+    assert xy1.shape == (1, 18, 2)

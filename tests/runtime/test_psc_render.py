@@ -9,12 +9,11 @@ import av
 import cv2
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from poserender.cli import main
-from poserender.keypoints.coco18 import template_pose
-from poserender.runtime.psc_render import image_to_bgr8, parsing_image
+from poserender.keypoints.coco18 import template_pose, write_psc_csv
+from poserender.runtime.psc_render import parsing_image
 
 SIZE = 64
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -24,37 +23,21 @@ def _run(*args):
     return CliRunner().invoke(main, ["render", *map(str, args)])
 
 
-def _pose_csv(path: Path, xy: np.ndarray) -> Path:
-    rows = [[0] + list(xy[:, 0]), [0] + list(xy[:, 1])]
-    path.write_text("\n".join(",".join(f"{v:.3f}" for v in r) for r in rows) + "\n")
-    return path
-
-
 @pytest.fixture(scope="module")
-def tiny_psc(tmp_path_factory):
+def tiny_psc(tmp_path_factory, tiny_psc_builders):
     """A 64 x 64 export of random-weight nets, and a reference-layout folder with two samples."""
-    from poserender.export.psc_export import export_psc, verification_feeds
-    from poserender.models.psc import AANet, CTNet, PMNet
+    from poserender.export.psc_export import export_psc
 
     root = tmp_path_factory.mktemp("psc")
-    ckpt = root / "ckpt"
-    ckpt.mkdir()
-    torch.manual_seed(7)
-    for name, net in (("pm.pth", PMNet()), ("aa.pth", AANet()), ("ct.pth", CTNet())):
-        torch.save(net.state_dict(), ckpt / name)
-    export_psc(ckpt, root / "art", height=SIZE, width=SIZE)
+    export_psc(tiny_psc_builders.checkpoint(7), root / "art", height=SIZE, width=SIZE)
     data = root / "data"
     for sub in ("I0", "S0", "P0", "P1"):
         (data / sub).mkdir(parents=True)
-    feeds = verification_feeds(SIZE, SIZE)
     pose = template_pose(SIZE, SIZE)
     for k, stem in enumerate(("a", "b")):
-        image = image_to_bgr8(np.roll(feeds["source"]["source_image"], 5 * k, axis=3))
-        cv2.imwrite(str(data / "I0" / f"{stem}.jpg"), image)
-        labels = feeds["source"]["source_labels"][0]
-        cv2.imwrite(str(data / "S0" / f"{stem}.png"), np.repeat(labels[:, :, None], 3, axis=2))
-        _pose_csv(data / "P0" / f"{stem}.csv", pose)
-        _pose_csv(data / "P1" / f"{stem}.csv", pose + [3 + k, -2])
+        tiny_psc_builders.identity(data / "I0" / f"{stem}.jpg", data / "S0" / f"{stem}.png", SIZE, shift=5 * k)
+        write_psc_csv(data / "P0" / f"{stem}.csv", pose)
+        write_psc_csv(data / "P1" / f"{stem}.csv", pose + [3 + k, -2])
     return root / "art", data
 
 
@@ -79,7 +62,7 @@ def test_sequence_and_interpolation_modes(tiny_psc, tmp_path):
     poses = tmp_path / "poses"
     poses.mkdir()
     for i in range(5):
-        _pose_csv(poses / f"{i:03d}.csv", template_pose(SIZE, SIZE) + i)
+        write_psc_csv(poses / f"{i:03d}.csv", template_pose(SIZE, SIZE) + i)
     result = _run(art, "--source", data / "I0" / "a.jpg", "--source-parsing", data / "S0" / "a.png",
                   "--keypoints", poses, "-o", tmp_path / "seq.mp4", "--batch", "2")
     assert result.exit_code == 0, result.output
@@ -182,21 +165,10 @@ def _done_check(out: Path, key: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ort-cpu", "torch"])
-def test_demo_data_renders_the_fixture_eval_chain(tmp_path_factory, backend):
+def test_demo_data_renders_the_fixture_eval_chain(tmp_path_factory, psc_checkpoint_dir, backend):
     """Done check, eval-mode BatchNorm (--aa-norm eval): every sample and t equals the fixture's
     `ct` as uint8 BGR within 2 levels on >= 99.9 % of pixels (measured: 100 %, max 1 level)."""
-    if not (SHARED / "fixtures" / "psc" / "manifest.json").is_file():
-        pytest.skip("../shared/fixtures/psc not found")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("w", SHARED / "fixtures" / "weights.py")
-    weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(weights)
-    manifest = json.loads((SHARED / "fixtures" / "psc" / "manifest.json").read_text())
-    ckpt = tmp_path_factory.mktemp("authors_ckpt")
-    for net, name in (("pm_net", "pm.pth"), ("aa_net", "aa.pth"), ("ct_net", "ct.pth")):
-        state = weights.make_state_dict(manifest["nets"][net]["state_dict"])
-        torch.save({k: torch.from_numpy(v) for k, v in state.items()}, ckpt / name)
+    ckpt = psc_checkpoint_dir
     out = tmp_path_factory.mktemp("done") / "out"
     result = _run(ckpt, "--aa-norm", "eval", "--psc-data", SHARED / "data" / "psc" / "test", "--t", "0.2,0.6,1",
                   "--backend", backend, "-o", out)
@@ -235,7 +207,7 @@ def test_sequence_through_the_pipeline_equals_the_direct_stage_run(tiny_psc, tmp
     xy = np.stack([template_pose(SIZE, SIZE) + [i, -i] for i in range(5)])
     xy[3, 7] = -1                                  # a missing joint (the PSC marker)
     for i, pose in enumerate(xy):
-        _pose_csv(poses / f"{i}.csv", pose)
+        write_psc_csv(poses / f"{i}.csv", pose)
     out, metrics = tmp_path / "frames", tmp_path / "m.json"
     result = _run(art, "--source", data / "I0" / "a.jpg", "--source-parsing", data / "S0" / "a.png",
                   "--keypoints", poses, "-o", out, "--batch", "2", "--backend", "ort-cpu", "--metrics", metrics)
@@ -254,7 +226,7 @@ def test_nan_pose_in_a_csv_stream_is_held_and_counted(tiny_psc, tmp_path):
     poses = tmp_path / "poses"
     poses.mkdir()
     for i in range(4):
-        _pose_csv(poses / f"{i}.csv", template_pose(SIZE, SIZE) + 2 * i)
+        write_psc_csv(poses / f"{i}.csv", template_pose(SIZE, SIZE) + 2 * i)
     text = (poses / "2.csv").read_text().split(",")
     text[3] = "nan"
     (poses / "2.csv").write_text(",".join(text))
@@ -282,7 +254,7 @@ def test_family_specific_inputs_are_user_errors(tiny_psc, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_data_renders_the_authors_chain_bit_exact_with_the_fixture_kernels(tmp_path_factory):
+def test_demo_data_renders_the_authors_chain_bit_exact_with_the_fixture_kernels(tmp_path_factory, psc_checkpoint_dir):
     """Done check, the authors' default (train-mode AA-Net): `ct_trainmode` within 2 levels on
     >= 99.9 % of pixels, through torch. Train-mode AA-Net amplifies float32 rounding (see
     docs/psc.md), so this holds only with the convolution kernels the fixtures were made with:
@@ -292,18 +264,7 @@ def test_demo_data_renders_the_authors_chain_bit_exact_with_the_fixture_kernels(
     import subprocess
     import sys
 
-    if not (SHARED / "fixtures" / "psc" / "manifest.json").is_file():
-        pytest.skip("../shared/fixtures/psc not found")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("w", SHARED / "fixtures" / "weights.py")
-    weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(weights)
-    manifest = json.loads((SHARED / "fixtures" / "psc" / "manifest.json").read_text())
-    ckpt = tmp_path_factory.mktemp("authors_ckpt_trainmode")
-    for net, name in (("pm_net", "pm.pth"), ("aa_net", "aa.pth"), ("ct_net", "ct.pth")):
-        state = weights.make_state_dict(manifest["nets"][net]["state_dict"])
-        torch.save({k: torch.from_numpy(v) for k, v in state.items()}, ckpt / name)
+    ckpt = psc_checkpoint_dir
     out = tmp_path_factory.mktemp("done_trainmode") / "out"
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", OMP_NUM_THREADS="2",
                POSERENDER_CACHE=str(tmp_path_factory.mktemp("cache")))

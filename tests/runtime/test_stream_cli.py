@@ -4,9 +4,7 @@ stdin JSON lines, the TCP listener, --follow, raw frames on stdout, bad frames, 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -64,33 +62,10 @@ def test_stdin_json_lines_equal_the_file_render(tiny_inputs, tiny_model, tmp_pat
     assert len(got) == 6 and all(np.array_equal(a, b) for a, b in zip(got, file_render))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _send_when_listening(port, lines, errors):
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-                for line in lines:
-                    conn.sendall((line + "\n").encode())
-                return
-        except ConnectionRefusedError:
-            time.sleep(0.05)
-    errors.append("never connected")
-
-
-def test_tcp_listener_renders_what_a_client_sends(tiny_inputs, tiny_model, tmp_path, file_render):
-    port = _free_port()
-    errors = []
-    sender = threading.Thread(target=_send_when_listening,
-                              args=(port, json_lines(np.load(tiny_inputs / "targets.npy")), errors))
-    sender.start()
+def test_tcp_listener_renders_what_a_client_sends(tiny_inputs, tiny_model, tmp_path, file_render, tcp_sender):
+    port, join = tcp_sender(json_lines(np.load(tiny_inputs / "targets.npy")))
     result = run(*base_args(tiny_inputs, tiny_model, f"tcp://127.0.0.1:{port}", tmp_path / "out.mp4"))
-    sender.join()
+    errors = join()
     assert not errors and result.exit_code == 0, result.output
     assert f"listening for keypoints on tcp://127.0.0.1:{port}" in result.stderr
     with av.open(str(tmp_path / "out.mp4")) as container:

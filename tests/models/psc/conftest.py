@@ -2,8 +2,6 @@
 loaded with those weights. Tests that need ../shared skip with the reason when it is absent."""
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,30 +26,6 @@ def T(a) -> torch.Tensor:
 
 def grid(x, index):
     return x[:, :, index][:, :, :, index]
-
-
-@pytest.fixture(scope="session")
-def psc_manifest():
-    return json.loads((need_fixtures() / "manifest.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def psc_state_dicts(psc_manifest):
-    """Reference-keyed state dicts (numpy) made by the fixtures' deterministic weight scheme."""
-    spec = importlib.util.spec_from_file_location("psc_fixture_weights", SHARED / "fixtures" / "weights.py")
-    weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(weights)
-    return {net: weights.make_state_dict(psc_manifest["nets"][net]["state_dict"])
-            for net in ("pm_net", "aa_net", "ct_net")}
-
-
-@pytest.fixture(scope="session")
-def psc_checkpoint_dir(tmp_path_factory, psc_state_dicts):
-    """pm.pth / aa.pth / ct.pth in the authors' format (plain state dicts), from the fixture weights."""
-    folder = tmp_path_factory.mktemp("psc_ckpt")
-    for net, name in (("pm_net", "pm.pth"), ("aa_net", "aa.pth"), ("ct_net", "ct.pth")):
-        torch.save({k: torch.from_numpy(v) for k, v in psc_state_dicts[net].items()}, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="session")
