@@ -78,6 +78,7 @@ def _fit(device: str, label: str, batch_size: int, build: Callable[[Callable, Op
     ctx = setup(device)
     say = log if ctx.is_main else (lambda s: None)
     progress = TrainProgress(label)
+    trainer = None
     try:
         started = time.perf_counter()
         trainer = build(say, progress if ctx.is_main else None, ctx)
@@ -85,9 +86,14 @@ def _fit(device: str, label: str, batch_size: int, build: Callable[[Callable, Op
             f"{' (' + ctx.backend + ')' if ctx.backend else ''}, batch {batch_size} per process")
         result = trainer.fit()
         progress.finish()
+        ctx.barrier()          # no rank leaves while rank 0 still writes the final checkpoint
         say(finished(result, time.perf_counter() - started))
     finally:
         progress.finish()
+        # The DDP wrapper keeps the process group alive after destroy_process_group(); drop it
+        # now, while the interpreter is whole (gloo worker threads freed during interpreter
+        # shutdown abort the process: "terminate called without an active exception").
+        trainer = None
         teardown(ctx)
 
 

@@ -7,6 +7,7 @@ group). Only rank 0 writes checkpoints, TensorBoard events and the metrics file.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 from typing import Optional
 
@@ -90,5 +91,9 @@ def setup(device: str = "auto") -> DistContext:
 
 
 def teardown(ctx: DistContext) -> None:
+    """Leave the process group. Callers drop their DDP-wrapped models first: this collects
+    them (they hold the group) so no gloo thread outlives the interpreter."""
     if ctx.distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
