@@ -8,7 +8,7 @@ Checks (each recorded as passed/failed/skipped with its numbers, never silently 
   torch_cuda_bf16   same for BF16
   cuda_graphs       CUDA-graph replay per batch size equals eager; ms/batch eager vs replay
   devices_0_0       --devices 0,0 placement: two workers on GPU 0 in two threads, same frames
-  pycuda            import, device facts, pinned -> device -> pinned round trip on a stream
+  pycuda            import, device facts, pinned -> device -> pinned round trip on a stream, and as a replayed CUDA graph
   ort_cuda          ONNX Runtime CUDA EP (IO binding) vs ORT CPU, if onnxruntime-gpu is installed
   tensorrt          build fp16 plans, load through the compatibility check, compare, if TensorRT imports
 Weights are random (seeded); the model is the published width at a size that runs in seconds.
@@ -157,8 +157,21 @@ def check_pycuda():
         stream.synchronize()
         ok = bool(np.array_equal(host, back))
         ms = end.elapsed_ms(start)
+        # the same round trip captured once as a CUDA graph (driver API) and replayed with new data
+        back[:] = 0
+        stream.begin_capture()
+        stream.upload(buffer, host)
+        stream.download(back, buffer)
+        graph = stream.end_capture()
+        replays_ok = True
+        for value in (1.0, 2.0):
+            host[:] = value
+            graph.launch()
+            stream.synchronize()
+            replays_ok &= bool(np.all(back == value))
+        graph.free()
         buffer.free()
-    return {"passed": ok, "device": facts, "roundtrip_ms": ms}
+    return {"passed": ok and replays_ok, "device": facts, "roundtrip_ms": ms, "graph_replay_ok": replays_ok}
 
 
 def check_ort_cuda(model, manifest, frame_feed):

@@ -4,11 +4,19 @@ pycuda is imported inside functions, never at module import, so this file import
 machine. Contexts: pycuda keeps a context stack per thread, so each worker thread pushes the
 device's *primary* context (shared with torch and ONNX Runtime in the same process) around
 its CUDA calls (:class:`DeviceContext`), and one engine is used by one thread at a time.
+
+CUDA graphs: pycuda (checked up to 2026.1) wraps no stream-capture or graph API, so
+:class:`Stream` captures through the CUDA driver itself (``libcuda``, which pycuda has loaded
+already), with ctypes and the driver's stable C entry points: ``cuStreamBeginCapture_v2`` in
+thread-local mode (another worker thread's allocations cannot invalidate the capture),
+``cuStreamEndCapture``, ``cuGraphInstantiateWithFlags`` (CUDA >= 11.4), ``cuGraphLaunch``.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -107,19 +115,115 @@ class Stream:
         self._stream.synchronize()
 
     def begin_capture(self) -> None:
-        self._stream.begin_capture()
+        """Start recording this stream's work into a graph (nothing runs until it is launched)."""
+        graph_api().begin_capture(self.handle)
 
-    def end_capture(self) -> Any:
-        """The captured work as an executable graph (``launch(stream)`` replays it)."""
-        return CudaGraph(self._stream.end_capture().instantiate(), self)
+    def end_capture(self) -> "CudaGraph":
+        """Stop recording; the captured work as an executable graph replayed on this stream."""
+        return CudaGraph(graph_api(), self.handle)
+
+
+# CUstreamCaptureMode (cuda.h)
+CAPTURE_MODE_THREAD_LOCAL = 1
+
+
+class GraphAPI:
+    """The five driver entry points graph capture needs, bound with ctypes.
+
+    ``library`` is anything with those functions as attributes (``ctypes.CDLL`` of libcuda, or a
+    stand-in in tests); every call's ``CUresult`` is checked and a failure raises with the
+    driver's own error name.
+    """
+
+    def __init__(self, library: Any):
+        self._lib = library
+        vp, p_vp = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
+        signatures = {"cuStreamBeginCapture_v2": [vp, ctypes.c_int],
+                      "cuStreamEndCapture": [vp, p_vp],
+                      "cuGraphInstantiateWithFlags": [p_vp, vp, ctypes.c_ulonglong],
+                      "cuGraphLaunch": [vp, vp],
+                      "cuGraphExecDestroy": [vp],
+                      "cuGraphDestroy": [vp],
+                      "cuGetErrorName": [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]}
+        for name, argtypes in signatures.items():
+            function = getattr(library, name)
+            function.argtypes, function.restype = argtypes, ctypes.c_int
+
+    def _check(self, result: int, call: str) -> None:
+        if result != 0:
+            name = ctypes.c_char_p()
+            known = self._lib.cuGetErrorName(result, ctypes.byref(name)) == 0 and name.value
+            raise RuntimeError(f"CUDA graph capture: {call} failed with "
+                               f"{name.value.decode() if known else 'CUresult'} ({result})")
+
+    def begin_capture(self, stream: int) -> None:
+        self._check(self._lib.cuStreamBeginCapture_v2(stream, CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture")
+
+    def end_capture(self, stream: int) -> int:
+        graph = ctypes.c_void_p()
+        self._check(self._lib.cuStreamEndCapture(stream, ctypes.byref(graph)), "cuStreamEndCapture")
+        return graph.value
+
+    def instantiate(self, graph: int) -> int:
+        executable = ctypes.c_void_p()
+        self._check(self._lib.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, 0),
+                    "cuGraphInstantiateWithFlags")
+        return executable.value
+
+    def launch(self, executable: int, stream: int) -> None:
+        self._check(self._lib.cuGraphLaunch(executable, stream), "cuGraphLaunch")
+
+    def destroy(self, executable: Optional[int], graph: Optional[int]) -> None:
+        if executable:
+            self._check(self._lib.cuGraphExecDestroy(executable), "cuGraphExecDestroy")
+        if graph:
+            self._check(self._lib.cuGraphDestroy(graph), "cuGraphDestroy")
+
+
+_GRAPH_API: Optional[GraphAPI] = None
+
+
+def _load_libcuda() -> Any:
+    for name in ("libcuda.so.1", ctypes.util.find_library("cuda")):
+        if name:
+            try:
+                return ctypes.CDLL(name)
+            except OSError:
+                continue
+    raise RuntimeError("CUDA graphs need the CUDA driver library (libcuda.so.1), which is not loadable here")
+
+
+def graph_api(loader: Callable[[], Any] = _load_libcuda) -> GraphAPI:
+    """The process's :class:`GraphAPI` over libcuda (loaded on first use)."""
+    global _GRAPH_API
+    with _INIT_LOCK:
+        if _GRAPH_API is None:
+            _GRAPH_API = GraphAPI(loader())
+    return _GRAPH_API
 
 
 class CudaGraph:
-    def __init__(self, executable: Any, stream: Stream):
-        self._executable, self._stream = executable, stream
+    """A captured and instantiated graph, replayed on the stream it was captured on.
+
+    The capture is ended (and its graph freed) even when instantiation fails, so the stream is
+    never left capturing. Call :meth:`free` with the device's context current.
+    """
+
+    def __init__(self, api: GraphAPI, stream: int):
+        self._api, self._stream, self._executable = api, stream, None
+        self._graph = api.end_capture(stream)
+        try:
+            self._executable = api.instantiate(self._graph)
+        except Exception:
+            self.free()
+            raise
 
     def launch(self) -> None:
-        self._executable.launch(self._stream._stream)
+        self._api.launch(self._executable, self._stream)
+
+    def free(self) -> None:
+        executable, graph, self._executable, self._graph = self._executable, self._graph, None, None
+        self._api.destroy(executable, graph)
 
 
 class Event:
