@@ -15,12 +15,6 @@ FIXTURES = SHARED / "fixtures" / "pose2img"
 PSC_FIXTURES = SHARED / "fixtures" / "psc"
 
 
-def need_shared(path: Path = SHARED) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} not found: ../shared (reference data/fixtures) is not in this checkout")
-    return path
-
-
 @pytest.fixture(scope="session")
 def psc_manifest():
     """../shared/fixtures/psc/manifest.json (skips when the PSC fixtures are absent)."""

@@ -52,13 +52,13 @@ class Coco18Sequence:
                               {k: v for k, v in self.bad_reasons.items() if k < n})
 
 
-def _float(cell: str, path: Path, row: int, col: int) -> float:
+def _float(cell: str, path: Path, row: int, col: int, nonfinite_ok: bool = False) -> float:
     try:
         value = float(cell)
     except ValueError:
         raise UserError(f"row {row + 1}, column {col + 1}: {cell.strip()!r} is not a number; expected "
                         "a PSC pose csv (per pose an x row and a y row: an index then 18 numbers)", path) from None
-    if not math.isfinite(value):
+    if not math.isfinite(value) and not nonfinite_ok:
         raise UserError(f"row {row + 1}, column {col + 1}: {cell.strip()!r} is not finite; expected "
                         "pixel coordinates, -1 for a missing joint", path)
     return value
@@ -68,7 +68,18 @@ def read_psc_csv(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     """Every pose of a PSC csv: rows in pairs (x row, y row), each an index column then 18 numbers
     (quirk pose-csv). Returns xy float64 (N, 18, 2) and valid bool (N, 18). Anything else
     (non-numbers, NaN/inf, a wrong column count, an odd row count, no rows) is a UserError."""
-    path = Path(path)
+    xy, valid, _ = _parse_psc_csv(Path(path), nonfinite_ok=False)
+    return xy, valid
+
+
+def read_psc_csv_stream(path: PathLike) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`read_psc_csv` for a pose stream, where one bad pose must not stop the others: a
+    NaN/inf cell makes its pose bad, with every joint missing. Returns xy, valid and bad (N,) bool;
+    every other defect is refused the same way."""
+    return _parse_psc_csv(Path(path), nonfinite_ok=True)
+
+
+def _parse_psc_csv(path: Path, nonfinite_ok: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not path.is_file():
         raise UserError("pose csv not found; expected a PSC pose csv (x row, y row)", path)
     try:
@@ -87,10 +98,14 @@ def read_psc_csv(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
         if len(row) != N_COCO18 + 1:
             raise UserError(f"row {r + 1} has {len(row)} columns; expected {N_COCO18 + 1} (an index, then "
                             f"{N_COCO18} COCO-18 joints)", path)
-        values[r] = [_float(c, path, r, k) for k, c in enumerate(row)]
+        values[r] = [_float(c, path, r, k, nonfinite_ok) for k, c in enumerate(row)]
+    finite = np.isfinite(values)
+    bad = ~(finite[0::2].all(1) & finite[1::2].all(1))          # per pose: its x or y row
+    values[~finite] = MISSING
     xy = np.stack([values[0::2, 1:], values[1::2, 1:]], axis=-1)
+    xy[bad] = MISSING                                            # a bad pose has no joints
     valid = (xy[..., 0] != MISSING) & (xy[..., 1] != MISSING)
-    return xy, valid
+    return xy, valid, bad
 
 
 def read_psc_pose(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ from ..config import Pose2ImgConfig
 from ..engines.base import Engine
 from ..errors import BadFrame, UserError
 from ..keypoints import OPENPOSE_TO_122, canvas_transform, read_keypoints
-from ..keypoints.coco18 import BODY25_TO_COCO18, MISSING, N_COCO18, Coco18Sequence, read_psc_csv
+from ..keypoints.coco18 import BODY25_TO_COCO18, MISSING, N_COCO18, Coco18Sequence, read_psc_csv_stream
 from ..keypoints.layout import N_JOINTS, N_OPENPOSE
 from .render import load_source_image, load_source_keypoints
 from .sources import Coco18FileSource, Frame, FrameSource, OpenPoseFolderSource, SequenceSource
@@ -192,55 +192,15 @@ def _natural_csvs(folder: Path):
 
 
 def _read_csv_stream(path: Path, files: Sequence[Path]) -> Coco18Sequence:
-    """PSC csv poses as a stream: like :func:`read_psc_csv` (which refuses NaN/inf, right for a
-    single P0/P1 pose), except that a pose holding a NaN/inf value becomes a bad frame."""
+    """PSC csv poses as a stream: a pose holding a NaN/inf value becomes a bad frame (a single
+    P0/P1 pose refuses it instead, see read_psc_csv)."""
     xys, valids, bads, reasons = [], [], [], {}
     for f in files:
-        try:
-            xy, valid = read_psc_csv(f)
-            bad = np.zeros(len(xy), bool)
-        except UserError as exc:
-            if "is not finite" not in str(exc):
-                raise
-            xy, valid, bad = _read_csv_lenient(f)
+        xy, valid, bad = read_psc_csv_stream(f)
         for k in np.flatnonzero(bad):
             reasons[sum(len(x) for x in xys) + int(k)] = f"NaN/inf coordinates in {f.name}"
         xys.append(xy), valids.append(valid), bads.append(bad)
     return Coco18Sequence(np.concatenate(xys), np.concatenate(valids), str(path), np.concatenate(bads), reasons)
-
-
-def _read_csv_lenient(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A PSC csv whose NaN/inf cells mark their pose bad (its joints set missing); any other defect
-    is refused as read_psc_csv refuses it (it runs on a copy with those cells set to -1)."""
-    import csv
-    import io
-    import math
-    import tempfile
-
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-
-    def finite(cell: str) -> bool:
-        try:
-            return math.isfinite(float(cell))
-        except ValueError:
-            return True          # not a number: read_psc_csv names it below
-
-    bad_rows = {r for r, row in enumerate(rows) if not all(finite(c) for c in row)}
-    clean = io.StringIO()
-    csv.writer(clean, lineterminator="\n").writerows(
-        [[c if finite(c) else "-1" for c in row] for row in rows])
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / path.name
-        copy.write_text(clean.getvalue(), encoding="utf-8")
-        try:
-            xy, valid = read_psc_csv(copy)
-        except UserError as exc:
-            raise UserError(str(exc).replace(str(copy), "").lstrip(": "), path) from None
-    bad = np.zeros(len(xy), bool)
-    bad[sorted({r // 2 for r in bad_rows if r // 2 < len(xy)})] = True
-    xy[bad], valid[bad] = MISSING, False
-    return xy, valid, bad
 
 
 def adapter_for(manifest: Mapping, source_image: Optional[Path], source_keypoints: Optional[Path],

@@ -124,3 +124,25 @@ def test_write_psc_csv_round_trips_through_the_reader(tmp_path):
     assert valid[0].all() and not valid[1, 3] and valid[1].sum() == 17
     xy1, _ = read_psc_csv(write_psc_csv(tmp_path / "one.csv", poses[0]))
     assert xy1.shape == (1, 18, 2)
+
+
+def test_stream_reader_marks_a_nonfinite_pose_bad_and_keeps_the_others(tmp_path):
+    from poserender.keypoints.coco18 import read_psc_csv, read_psc_csv_stream, template_pose, write_psc_csv
+
+    poses = np.stack([template_pose(64, 64) + i for i in range(3)])
+    path = write_psc_csv(tmp_path / "p.csv", poses)
+    rows = path.read_text().splitlines()
+    cells = rows[3].split(",")                  # pose 1's y row
+    cells[5] = "inf"
+    rows[3] = ",".join(cells)
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(UserError, match=r"row 4, column 6: 'inf' is not finite"):
+        read_psc_csv(path)                      # a single P0/P1 pose refuses it
+    xy, valid, bad = read_psc_csv_stream(path)
+    assert bad.tolist() == [False, True, False]
+    assert not valid[1].any() and valid[[0, 2]].all()
+    np.testing.assert_allclose(xy[[0, 2]], poses[[0, 2]], atol=5e-4)
+    rows[0] = rows[0] + ",7"                    # other defects are still refused
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(UserError, match="row 1 has 20 columns"):
+        read_psc_csv_stream(path)
