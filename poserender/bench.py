@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import gpumem
 from .errors import UserError
 
 STAGES = ("source", "frame", "all", "stream")
@@ -174,14 +175,15 @@ class MemorySampler:
         self.period_s, self.gpu = period_s, gpu
         self.peak_rss = self.peak_gpu = self.gpu_before = None
         self._stop = threading.Event()
-        self._nvml = _nvml_handles() if gpu else None
+        found = gpumem.handles() if gpu else None
+        self._nvml = list(found.values()) if found else None
 
     def _sample(self) -> None:
         rss = _rss_bytes()
         if rss is not None:
             self.peak_rss = max(self.peak_rss or 0, rss)
         if self._nvml:
-            used = sum(_nvml_used(h) for h in self._nvml)
+            used = sum(gpumem.used_bytes(h) for h in self._nvml)
             self.peak_gpu = max(self.peak_gpu or 0, used)
 
     def _loop(self) -> None:
@@ -190,7 +192,7 @@ class MemorySampler:
 
     def __enter__(self) -> "MemorySampler":
         if self._nvml:
-            self.gpu_before = sum(_nvml_used(h) for h in self._nvml)
+            self.gpu_before = sum(gpumem.used_bytes(h) for h in self._nvml)
         self._sample()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -207,7 +209,7 @@ class MemorySampler:
         if self.gpu:
             out["gpu_memory_used_peak_mib"] = mib(self.peak_gpu)
             out["gpu_memory_how"] = ("NVML used memory of all visible GPUs, sampled" if self._nvml else
-                                     "not measured: pynvml (nvidia-ml-py) is not installed")
+                                     gpumem.NOT_MEASURED)
         return out
 
 
@@ -218,20 +220,6 @@ def _rss_bytes() -> Optional[int]:
     except (OSError, ValueError, IndexError):
         import resource  # ru_maxrss: the process peak so far (KiB on Linux), the best fallback
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _nvml_handles() -> Optional[list]:
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-    except Exception:  # noqa: BLE001 - not installed, no driver: memory is then reported as not measured
-        return None
-
-
-def _nvml_used(handle) -> int:
-    import pynvml
-    return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
 
 
 # -- timing -------------------------------------------------------------------------------------

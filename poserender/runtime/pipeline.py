@@ -82,6 +82,7 @@ class StreamReport:
     workers: List[str]
     sink: Any = None
     realtime: Optional[Dict[str, Any]] = None
+    gpu_memory_mb: Optional[Dict[str, Any]] = None   # per GPU used, from NVML; None on CPU-only runs
 
     @property
     def fps(self) -> float:
@@ -92,9 +93,20 @@ class StreamReport:
                 "setup_seconds": round(self.setup_seconds, 3), "identity_seconds": round(self.identity_seconds, 3),
                 "interrupted": self.interrupted, "workers": self.workers, "realtime": self.realtime,
                 "stages": self.metrics.to_dict(), "peak_rss_mb": peak_rss_mb(),
-                "gpu_memory_mb": None,   # CPU backends; the GPU engines report theirs
+                "gpu_memory_mb": self.gpu_memory_mb,
                 "output": None if self.sink is None else {"path": str(self.sink.path), "format": self.sink.format,
                                                           "frames_written": self.sink.frames_written}}
+
+
+def gpu_memory(devices: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """Used memory of the stream's GPUs at its end (NVML; allocators keep their pools, so this is
+    about the peak), ``{"not_measured": why}`` without NVML, None when every device is the CPU."""
+    indices = sorted({int(d) for d in devices if str(d).isdigit()})
+    if not indices:
+        return None
+    from .. import gpumem
+
+    return gpumem.used_mib(indices)
 
 
 def plan_workers(adapter, devices: Sequence[str], replicate: bool) -> Tuple[str, Dict[str, List[str]]]:
@@ -376,7 +388,8 @@ class StreamPipeline:
         seconds = time.perf_counter() - started
         return StreamReport(self.counts, seconds, setup_seconds, identity_seconds,
                             self.stop.is_set() or interrupted_hard, self.metrics, [w[2] for w in self._workers],
-                            summary, None if self.clock is None else self.clock.summary())
+                            summary, None if self.clock is None else self.clock.summary(),
+                            gpu_memory_mb=gpu_memory(self.options.devices))
 
     def _write_loop(self) -> None:
         clock, late = self.clock, self.options.late
