@@ -47,12 +47,38 @@ def tensorrt_providers(device: int, model_dir: Path, precision: str = "fp32",
                                "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
                                "trt_fp16_enable": precision == "fp16"}
     if precision == "bf16":
-        options["trt_bf16_enable"] = True          # onnxruntime-gpu >= 1.19
+        _require_ort_bf16()
+        options["trt_bf16_enable"] = True
     if spec is not None:
         for key, batch in (("min", spec.min_batch), ("opt", spec.opt_batch), ("max", spec.max_batch)):
             options[f"trt_profile_{key}_shapes"] = ",".join(
                 f"{t.name}:{'x'.join(map(str, t.concrete_shape(batch)))}" for t in spec.inputs)
     return [("TensorrtExecutionProvider", options)] + cuda_providers(device)
+
+
+#: first onnxruntime-gpu with the TensorRT EP option ``trt_bf16_enable``: absent from the 1.22.0
+#: wheel, present in 1.23.0 (strings of onnxruntime_pybind11_state / libonnxruntime_providers_tensorrt;
+#: microsoft/onnxruntime PR #24743). Older Python bindings throw "Invalid TensorRT EP option", and
+#: InferenceSession then falls back to CUDA/CPU as if TensorRT's libraries were missing.
+ORT_BF16_VERSION = (1, 23)
+
+
+def _version_tuple(version: str) -> tuple:
+    parts = []
+    for part in str(version).split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _require_ort_bf16(version: Optional[str] = None) -> None:
+    if version is None:
+        import onnxruntime
+        version = onnxruntime.__version__
+    if _version_tuple(version) < ORT_BF16_VERSION:
+        raise UserError(f"--precision bf16 on the TensorRT execution provider needs onnxruntime-gpu >= "
+                        f"{'.'.join(map(str, ORT_BF16_VERSION))} (trt_bf16_enable); this is {version}: "
+                        "upgrade it, or use --precision fp16/fp32, or the trt backend")
 
 
 def _name(provider: Provider) -> str:

@@ -177,42 +177,75 @@ def build_plan(onnx_path: Path, spec: StageSpec, precision: str, pinned: Sequenc
     """Serialized plan bytes and the layer names actually pinned to FP32 (TensorRT 10 API;
     the caller has made the target GPU current)."""
     trt = require_tensorrt()
+    if precision != "fp32":
+        require_weak_typing(trt, precision)               # before any build work: TensorRT 11 has none
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)                  # explicit batch is the only mode in TensorRT 10
+    # 0 = the default network: explicit batch is the only mode since TensorRT 10 (EXPLICIT_BATCH is
+    # deprecated and ignored) and every network is strongly typed in TensorRT 11 (the flag is ignored)
+    network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        # str(ParserError) names the node and operator; desc() alone does not
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise UserError(f"TensorRT cannot parse it: {errors}", onnx_path)
     config = builder.create_builder_config()
     config.builder_optimization_level = int(optimization_level)
     profile = builder.create_optimization_profile()
     for name, (low, opt, high) in profile_shapes(spec).items():
-        profile.set_shape(name, low, opt, high)
+        profile.set_shape(name, low, opt, high)          # raises RuntimeError on min > opt > max
     config.add_optimization_profile(profile)
     pinned_layers: List[str] = []
     if precision != "fp32":
         config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         pinned_layers = _pin_layers(trt, network, set(pinned))
-    cache = None
-    if timing_cache is not None:
-        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    cache = _attach_timing_cache(config, timing_cache) if timing_cache is not None else None
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise UserError(f"TensorRT failed to build stage {spec.name!r} (see the TensorRT messages above)", onnx_path)
     if cache is not None:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        _write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        _write_bytes(timing_cache, bytes(memoryview(cache.serialize())))     # IHostMemory: buffer protocol
     return bytes(memoryview(serialized)), pinned_layers
 
 
+def require_weak_typing(trt, precision: str) -> None:
+    """FP16/BF16 here are builder flags with per-layer FP32 pinning ("weak typing"). TensorRT
+    10.12 deprecated that and TensorRT 11 removed it (BuilderFlag.FP16/BF16,
+    OBEY_PRECISION_CONSTRAINTS, ILayer.precision/set_output_type; every network is strongly
+    typed, precision must be in the ONNX graph as Casts). A clear error instead of an AttributeError."""
+    flag = "FP16" if precision == "fp16" else "BF16"
+    if not all(hasattr(trt.BuilderFlag, f) for f in (flag, "OBEY_PRECISION_CONSTRAINTS")):
+        raise UserError(f"--precision {precision} needs TensorRT 10.x: TensorRT {trt.__version__} has no "
+                        f"BuilderFlag.{flag} (TensorRT 11 builds strongly typed networks only, the precision "
+                        "must already be in the ONNX graph); use --precision fp32 here, or TensorRT 10.x "
+                        "(`pip install \"tensorrt>=10,<11\"`)")
+
+
+def _attach_timing_cache(config, path: Path):
+    """The timing cache from ``path`` (or a new one) attached to ``config``. A file TensorRT
+    rejects (corrupt, or written by another TensorRT/GPU: ``set_timing_cache`` returns False
+    with ignore_mismatch=False) is replaced by an empty cache, not an error: timings only speed
+    the build up."""
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    print(f"poserender: timing cache {path} not usable by this TensorRT/GPU; starting a new one",
+          file=sys.stderr)
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
 def _onnx_node_of(layer) -> str:
-    """The ONNX node a TensorRT layer came from: the parser's metadata ``[ONNX Layer: NAME]``
-    (TensorRT 10), else the layer name, which the parser sets to the node name."""
+    """The ONNX node a TensorRT layer came from: the parser's metadata (TensorRT >= 8.6), which
+    onnx-tensorrt writes as ``[ONNX Layer: NAME]`` or ``[ONNX Layer: NAME | Local Function: F]``
+    / ``[ONNX Layer: NAME | <doc string>]`` (importerUtils.cpp processMetadata), else the layer
+    name, which the parser sets to the node name."""
     match = re.search(r"\[ONNX Layer: ([^\]]+)\]", getattr(layer, "metadata", "") or "")
-    return match.group(1) if match else layer.name
+    return match.group(1).split(" | ")[0] if match else layer.name
 
 
 def _pin_layers(trt, network, nodes: set) -> List[str]:
@@ -285,7 +318,9 @@ def build_model(model_dir: Path, manifest: Dict[str, Any], engines: Sequence[Tup
     from ..engines.trt_engine import TrtEngine
     from ..manifest import sha256_file
 
-    require_tensorrt()
+    trt = require_tensorrt()
+    if precision != "fp32":
+        require_weak_typing(trt, precision)
     manifest = dict(manifest)
     manifest["build"] = dict(build_options)
     records = list(manifest.get("engines", []))

@@ -1,13 +1,16 @@
 """TensorRT-readiness of an ONNX graph, checked statically on any machine (no TensorRT needed).
 
 The rules follow the ONNX-TensorRT operator support matrix for TensorRT 10
-(onnx/onnx-tensorrt docs/operators.md) and TensorRT's I/O type rules:
+(onnx/onnx-tensorrt docs/operators.md, checked against the 10.15 matrix; the 10.x release that
+added an operator from onnx/onnx-tensorrt docs/Changelog.md) and TensorRT's I/O type rules:
 
 * every operator must be one the TensorRT 10 parser imports (custom domains need a plugin);
+  operators added during 10.x (window functions 10.4, STFT 10.5, ...) are warnings;
 * per-operator restrictions: GridSample only on 4-D input, Resize only nearest/linear with
-  the supported coordinate modes and without antialiasing, TopK sorted with a constant K
-  below 3840, ScatterND without reduction, LayerNormalization with its first output only,
-  pooling without dilations or the MaxPool indices output, reduction axes constant;
+  the supported coordinate modes, 'stretch', no antialiasing and (with scales) axes covering
+  every dimension in order, TopK sorted with K below 3840 (a runtime K is fine since 8.6),
+  ScatterND without reduction, LayerNormalization with its first output only, pooling without
+  dilations or the MaxPool indices output, reduction axes constant;
 * UINT8 exists only on network inputs/outputs, produced or consumed by a Cast (a Transpose of
   a uint8 tensor is rejected by the builder: "not produced by an IIdentityLayer or ICastLayer");
 * tensor types TensorRT has no kernels for (uint16/32/64, int16, string, complex) are errors,
@@ -33,13 +36,13 @@ from ..specs import StageSpec
 OPSET_RANGE = (9, 20)           # every TensorRT 10 release; later 10.x go to 24
 OPSET_LATEST = 24
 
-#: ONNX operators (default domain) the TensorRT 10 ONNX parser imports
+#: ONNX operators (default domain) the TensorRT 10 ONNX parser imports in every 10.x release
 SUPPORTED_OPS = frozenset("""
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization
-BlackmanWindow Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos
+Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos
 Cosh CumSum DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike
 Flatten Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
-Greater GreaterOrEqual GridSample GroupNormalization GRU HammingWindow HannWindow HardSigmoid
+Greater GreaterOrEqual GridSample GroupNormalization GRU HardSigmoid
 HardSwish Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN LayerNormalization
 LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool
 Mean MeanVarianceNormalization Min Mish Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad
@@ -50,8 +53,12 @@ RoiAlign Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shri
 Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh
 ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
 """.split())
-#: imported only by recent TensorRT 10.x releases: a warning, not an error
-RECENT_OPS = frozenset("Attention DeformConv RMSNormalization RotaryEmbedding TensorScatter".split())
+#: imported only from a later TensorRT 10.x release (onnx-tensorrt docs/Changelog.md): a warning
+RECENT_SINCE = {"DeformConv": "10.1", "BlackmanWindow": "10.4", "HammingWindow": "10.4", "HannWindow": "10.4",
+                "STFT": "10.5", "Attention": "10.14", "RMSNormalization": "10.15", "RotaryEmbedding": "10.15",
+                "TensorScatter": "10.15"}
+RECENT_OPS = frozenset(RECENT_SINCE)
+TOPK_MAX_K = 3840               # "K input must be less than 3840" (10.15 matrix)
 
 _UNSUPPORTED_TYPES = {TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.INT16,
                       TensorProto.STRING, TensorProto.COMPLEX64, TensorProto.COMPLEX128}
@@ -142,7 +149,7 @@ def _node_findings(node: onnx.NodeProto, g: _Graph, opset: int) -> List[Finding]
         error(f"custom domain {node.domain!r}: TensorRT needs a plugin for it")
         return out
     if op in RECENT_OPS:
-        out.append(Finding("warning", name, op, "imported only by recent TensorRT 10.x releases"))
+        out.append(Finding("warning", name, op, f"imported only by TensorRT {RECENT_SINCE[op]} and later"))
     elif op not in SUPPORTED_OPS:
         error("not supported by the TensorRT 10 ONNX parser")
         return out
@@ -161,14 +168,19 @@ def _node_findings(node: onnx.NodeProto, g: _Graph, opset: int) -> List[Finding]
             error("antialias=1; TensorRT does not antialias")
         if _text(attrs.get("keep_aspect_ratio_policy", b"stretch")) != "stretch":
             error("keep_aspect_ratio_policy must be 'stretch'")
+        rank = g.ranks.get(node.input[0]) if node.input else None
+        has_scales = len(node.input) > 2 and bool(node.input[2])
+        axes = [a % rank for a in attrs.get("axes", [])] if rank else []
+        if has_scales and "axes" in attrs and rank is not None and axes != list(range(rank)):
+            error(f"axes {list(attrs['axes'])} with scales; TensorRT needs axes 0..{rank - 1} in order")
     if op == "TopK":
         if attrs.get("sorted", 1) != 1:
             error("sorted=0; TensorRT supports sorted TopK only")
         k = g.constants.get(node.input[1]) if len(node.input) > 1 else None
-        if k is None:
-            error("K is not a constant")
-        elif int(k.reshape(-1)[0]) >= 3840:
-            error(f"K={int(k.reshape(-1)[0])}; TensorRT supports K < 3840")
+        if k is None:       # a runtime K imports since TensorRT 8.6 (onnx-tensorrt Changelog)
+            out.append(Finding("warning", name, op, f"K is a runtime value; TensorRT fails if it is >= {TOPK_MAX_K}"))
+        elif int(k.reshape(-1)[0]) >= TOPK_MAX_K:
+            error(f"K={int(k.reshape(-1)[0])}; TensorRT supports K < {TOPK_MAX_K}")
     if op == "ScatterND" and _text(attrs.get("reduction", b"none")) != "none":
         error(f"reduction {_text(attrs['reduction'])!r}; TensorRT supports reduction='none' only")
     if op == "LayerNormalization" and len([o for o in node.output if o]) > 1:

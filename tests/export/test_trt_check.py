@@ -152,3 +152,29 @@ def test_report_is_plain_data():
     data = json.loads(json.dumps(report.to_dict()))
     assert data == {"target": "TensorRT 10", "ok": True, "opset": 17, "findings": [], "ops": {"Relu": 1}}
     assert np.isscalar(report.op_counts["Relu"])
+
+
+def test_topk_with_a_runtime_k_imports_since_tensorrt_8_6():
+    """onnx-tensorrt Changelog 8.6 EA: "Added support for TopK operators with dynamic K values"."""
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], name="top")
+    report = check_model(graph([node], [value("x", TensorProto.FLOAT, [1, 50]), value("k", TensorProto.INT64, [1])],
+                               [value("v", TensorProto.FLOAT, [1, None]), value("i", TensorProto.INT64, [1, None])]))
+    assert report.ok and [(f.severity, f.op) for f in report.findings] == [("warning", "TopK")]
+    assert "3840" in report.findings[0].message
+
+
+@pytest.mark.parametrize("op, since", [("HannWindow", "10.4"), ("BlackmanWindow", "10.4"), ("DeformConv", "10.1")])
+def test_operators_added_during_tensorrt_10_warn_with_their_release(op, since):
+    x = value("x", TensorProto.FLOAT, [4])
+    report = check_model(graph([helper.make_node(op, ["x"], ["y"], name="n")], [x],
+                               [value("y", TensorProto.FLOAT, [4])], opset=20))
+    assert report.ok and [f.message for f in report.findings if f.op == op] == [
+        f"imported only by TensorRT {since} and later"]
+
+
+def test_resize_scales_must_cover_every_axis_in_order():
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [2], [2, 2])
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode="linear", axes=[2, 3])
+    report = check_model(graph([node], [value("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                               [value("y", TensorProto.FLOAT, [1, 3, 16, 16])], opset=18, initializers=[scales]))
+    assert [f.message for f in errors(report)] == ["axes [2, 3] with scales; TensorRT needs axes 0..3 in order"]
