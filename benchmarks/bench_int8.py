@@ -21,8 +21,19 @@ tensors). Extra arguments go to `poserender bench` (e.g. --min-seconds 20).
 cores). --quick: width 8 at 64 x 64, 0.5 s per cell, results to cpu_int8_quick.*, numbers that
 mean nothing. --results-dir DIR: write the results elsewhere (e.g. a smoke run on a busy machine).
 
+--target trt: the TensorRT-ready graph instead. The export runs with ``--int8-target both``
+(one calibration, both graphs) into benchmarks/work/int8trt_w64_256, then the frame stage's
+FP32, ORT-target (``frame.int8.onnx``, uint8 activations) and TensorRT-target
+(``frame.int8.trt.onnx``, symmetric int8 Q/DQ) graphs are timed on ONNX Runtime CPU at batch 1
+and 4, round robin on the same real feeds (the export's held-out gate frames), with PSNR/SSIM vs
+the FP32 frames, to benchmarks/results/cpu_int8_trt_target_256.json (--quick:
+cpu_int8_trt_target_quick.json). ``poserender bench --precision int8`` keeps timing the ORT
+graph; this is the only place the TensorRT-target graph is timed on the CPU (a stand-in: its
+speed on ORT CPU says nothing about TensorRT's). --min-seconds S (default 10) per graph and batch.
+
     python benchmarks/bench_int8.py
     python benchmarks/bench_int8.py --quick
+    python benchmarks/bench_int8.py --target trt --calibration-method minmax
 """
 from __future__ import annotations
 
@@ -73,6 +84,110 @@ def commands(quick: bool, method: str, results: Path, extra: Sequence[str]) -> T
     return export, bench + list(extra), results / f"{name}.json"
 
 
+def trt_target_export(quick: bool, method: str, results: Path) -> Tuple[List[str], Path, Path]:
+    """(export args with --int8-target both, model folder, JSON path) for --target trt."""
+    export, _, _ = commands(quick, method, results, [])
+    width, size = (8, 64) if quick else (64, 256)
+    model = WORK / f"int8trt_w{width}_{size}"
+    export[export.index("-o") + 1] = str(model)
+    return export + ["--int8-target", "both"], model, \
+        results / f"cpu_int8_trt_target_{'quick' if quick else size}.json"
+
+
+def compare_targets(model: Path, batches: Sequence[int], min_seconds: float, min_runs: int) -> dict:
+    """Time the frame stage's FP32, ORT-target and TensorRT-target graphs on ONNX Runtime CPU
+    (default threads), round robin per batch on the export's gate frames; quality vs FP32."""
+    import time
+
+    import numpy as np
+
+    from poserender.bench import summarise
+    from poserender.commands.export import calibration_data
+    from poserender.config import Pose2ImgConfig
+    from poserender.export.quality import frame_quality
+    from poserender.export.quantize import FEED_BUILDERS, INT8_TRT_KEY, _session
+    from poserender.manifest import INT8_KEY, read_manifest
+
+    manifest = read_manifest(model)
+    stages = {s["name"]: s for s in manifest["stages"]}
+    entries = {"ort_target": manifest[INT8_KEY], "trt_target": manifest[INT8_TRT_KEY]}
+    inputs = entries["ort_target"]["calibration"]["inputs"]
+    data = calibration_data(Pose2ImgConfig.from_dict(manifest["config"]), Path(inputs["keypoints"]),
+                            Path(inputs["source_image"]), Path(inputs["source_keypoints"]))
+    make_feed = FEED_BUILDERS["pose2img"](model, stages, data, lambda s: None)
+    gate = entries["trt_target"]["quality"]["frame_indices"]
+    graphs = {"fp32": stages["frame"]["file"], "ort_target": entries["ort_target"]["stages"][0]["file"],
+              "trt_target": entries["trt_target"]["stages"][0]["file"]}
+    sessions = {name: _session(model / file) for name, file in graphs.items()}
+    cells, quality = [], {}
+    for batch in batches:
+        feeds = [make_feed(gate[i:i + batch]) for i in range(0, len(gate) - batch + 1, batch)]
+        frames = {name: np.concatenate([s.run(["frames"], f)[0] for f in feeds]) for name, s in sessions.items()}
+        if batch == batches[0]:
+            quality = {name: frame_quality(frames["fp32"], frames[name]) for name in ("ort_target", "trt_target")}
+        times = {name: [] for name in sessions}
+        for s in sessions.values():                     # warm-up
+            s.run(["frames"], feeds[0])
+        k = 0
+        while min(sum(t) for t in times.values()) < min_seconds or min(len(t) for t in times.values()) < min_runs:
+            feed = feeds[k % len(feeds)]
+            for name, s in sessions.items():            # round robin: load changes hit all three alike
+                t0 = time.perf_counter()
+                s.run(["frames"], feed)
+                times[name].append(time.perf_counter() - t0)
+            k += 1
+        stats = {name: summarise(t, batch) for name, t in times.items()}
+        for name in sessions:
+            cell = {"graph": name, "file": graphs[name], "batch": batch, **stats[name]}
+            if name != "fp32":
+                cell["speedup_vs_fp32"] = round(stats[name]["fps"] / stats["fp32"]["fps"], 3)
+            if name == "trt_target":
+                cell["speed_vs_ort_target"] = round(stats[name]["fps"] / stats["ort_target"]["fps"], 3)
+            cells.append(cell)
+            print(f"batch {batch} {name:10s} {stats[name]['fps']:8.2f} fps  median "
+                  f"{stats[name]['latency_ms']['p50']:.1f} ms  ({stats[name]['runs']} runs)", file=sys.stderr)
+    return {"frame_stage_on_ort_cpu": cells,
+            "quality_vs_fp32_gate_frames": {"frame_indices": gate, **quality},
+            "export_gate_quality": {name: e["quality"] for name, e in entries.items()},
+            "calibration": {name: {k: e["calibration"][k] for k in ("method", "requested", "frames", "tried")}
+                            for name, e in entries.items()},
+            "excluded_counts": {name: e["stages"][0]["excluded_counts"] for name, e in entries.items()},
+            "trt_qdq_check": entries["trt_target"]["qdq_check"],
+            "graph_settings": {name: {k: e.get(k) for k in ("activations", "weights", "bias", "quantize_options")}
+                               for name, e in entries.items()}}
+
+
+def main_trt_target(quick: bool, method: str, results: Path, argv: List[str]) -> int:
+    import os
+    import platform
+
+    from poserender.bench import environment
+    from poserender.cli import main as cli
+
+    min_seconds, argv = _option(argv, "--min-seconds", "0.5" if quick else "10")
+    if argv:
+        raise SystemExit(f"--target trt takes --calibration-method, --min-seconds, --quick, --results-dir; not {argv}")
+    export, model, json_path = trt_target_export(quick, method, results)
+    command = [sys.executable, "benchmarks/bench_int8.py", "--target", "trt", "--calibration-method", method,
+               "--min-seconds", min_seconds] + (["--quick"] if quick else [])
+    env = environment(command, os.cpu_count() or 1)
+    t0 = __import__("time").perf_counter()
+    _run(cli, export)
+    export_s = round(__import__("time").perf_counter() - t0, 1)
+    result = {"benchmark": "INT8 frame stage: TensorRT-target (symmetric int8 Q/DQ) vs ORT-target (uint8 "
+                           "activations) graph, both on ONNX Runtime CPU",
+              "command": " ".join(shlex.quote(c) for c in command),
+              "export_command_line": "poserender " + shlex.join(export), "export_seconds": export_s,
+              "environment": env, "machine_note": f"{platform.node()}: 2 cores shared with other engineers; "
+                                                  "one run, default ONNX Runtime threads",
+              **compare_targets(model, [1, 4], float(min_seconds), 3 if quick else 10)}
+    result["environment"]["load_average_end"] = list(os.getloadavg())
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {json_path}", file=sys.stderr)
+    return 0
+
+
 def _run(cli, args: List[str]) -> None:
     sys.argv = ["poserender", *args]   # what the result file records as the command line
     print("+ poserender " + shlex.join(args), file=sys.stderr)
@@ -90,6 +205,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = [a for a in argv if a != "--quick"]
     method, argv = _option(argv, "--calibration-method", "auto")
     results, argv = _option(argv, "--results-dir", str(RESULTS))
+    target, argv = _option(argv, "--target", "ort")
+    if target not in ("ort", "trt"):
+        raise SystemExit(f"--target {target}; expected ort or trt")
+    if target == "trt":
+        return main_trt_target(quick, method, Path(results), argv)
     export, bench, json_path = commands(quick, method, Path(results), argv)
     _run(cli, export)
     _run(cli, bench)

@@ -15,6 +15,8 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 #: manifest key of the calibrated INT8 graphs (written by export.quantize.add_int8)
 INT8_KEY = "int8"
+#: the TensorRT-ready INT8 graphs (symmetric int8 Q/DQ, export --int8-target trt|both)
+INT8_TRT_KEY = "int8_trt"
 
 
 def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
@@ -60,10 +62,11 @@ def stage_specs(manifest: Dict[str, Any]) -> List[StageSpec]:
     return [StageSpec.from_dict(s) for s in manifest["stages"]]
 
 
-def int8_stage_files(manifest: Dict[str, Any]) -> Optional[Dict[str, str]]:
+def int8_stage_files(manifest: Dict[str, Any], key: str = INT8_KEY) -> Optional[Dict[str, str]]:
     """{stage name: file to run at --precision int8}: the INT8 graph where the manifest's ``int8``
-    entry has one, else the stage's FP32 file; None when the model has no INT8 graphs."""
-    entry = manifest.get(INT8_KEY)
+    entry (``key``; ``int8_trt`` for TensorRT) has one, else the stage's FP32 file; None when the
+    model has no such INT8 graphs."""
+    entry = manifest.get(key)
     if not isinstance(entry, dict) or not entry.get("stages"):
         return None
     files = {s["name"]: s["file"] for s in manifest["stages"]}

@@ -8,8 +8,9 @@ from .common import cache_root, log, user_errors
 
 @click.command()
 @click.argument("model_dir", type=click.Path(file_okay=False))
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]),
-              help="Reduced precision keeps unsafe layers (normalisation, warps, softmax, keypoint math) in FP32.")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              help="Reduced precision keeps unsafe layers (normalisation, warps, softmax, keypoint math) in FP32; "
+                   "int8 builds the calibrated Q/DQ graphs of `export --precision int8 --int8-target trt`.")
 @click.option("--devices", default="0", show_default=True,
               help="GPU indices, e.g. 0,1 (stages split across them); 0,0 exercises two workers on one GPU.")
 @click.option("--replicate", is_flag=True, help="Run the per-frame stage on every listed device.")

@@ -25,8 +25,8 @@ from .common import WARP_CHOICES, load_config, log, user_errors
               "authors (default: per-sample batch statistics, what the reference's test.py computes) or eval.")
 @click.option("--size", type=int, help="psc: square canvas in pixels, a multiple of 16 (default 256, the reference's).")
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
-              help="int8: also write calibrated INT8 (QDQ) graphs for ONNX Runtime CPU (frame.int8.onnx), "
-                   "behind a quality gate; needs --calibrate, --source and --source-keypoints (psc: --source-parsing).")
+              help="int8: also write calibrated INT8 (QDQ) graphs for ONNX Runtime CPU (frame.int8.onnx; "
+                   "TensorRT: --int8-target), behind a quality gate; needs --calibrate, --source and --source-keypoints (psc: --source-parsing).")
 @click.option("--calibrate", "calibrate", type=click.Path(), help="int8: real target poses to calibrate on, "
               "e.g. varying_tmplt.npz (.npz, .npy or an OpenPose JSON folder, as `render --keypoints`).")
 @click.option("--source", "source", type=click.Path(), help="int8: the identity's source image, e.g. frame.jpg "
@@ -46,23 +46,28 @@ from .common import WARP_CHOICES, load_config, log, user_errors
 @click.option("--gate-psnr", type=float, default=35.0, show_default=True,
               help="int8: refuse the export when the INT8 frames' PSNR vs FP32 on the held-out frames is lower (dB).")
 @click.option("--gate-ssim", type=float, help="int8: also refuse below this SSIM (e.g. 0.95).")
+@click.option("--int8-target", type=click.Choice(["ort", "trt", "both"]), default="ort", show_default=True,
+              help="int8: ort: frame.int8.onnx for ONNX Runtime CPU (uint8 activations); trt: frame.int8.trt.onnx, "
+                   "symmetric INT8 Q/DQ for TensorRT's explicit quantization (checked against TensorRT's Q/DQ rules, "
+                   "gated on ONNX Runtime CPU); both: calibrate once, write both.")
 @user_errors
 def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optional[float], warp_mode: Optional[str],
                output: str, aa_norm: Optional[str], size: Optional[int], precision: str, calibrate: Optional[str],
                source: Optional[str], source_keypoints: Optional[str], source_parsing: Optional[str],
                frames: int, gate_frames: int,
-               calibration_method: str, gate_psnr: float, gate_ssim: Optional[float]) -> None:
+               calibration_method: str, gate_psnr: float, gate_ssim: Optional[float], int8_target: str) -> None:
     """Export CHECKPOINT to one verified ONNX graph per stage plus manifest.json.
 
     CHECKPOINT is a Pose2Img .pth (with --config), or a PSC folder with pm.pth, aa.pth and ct.pth.
     With --precision int8 the frame stage is also quantized (QDQ, calibrated on real poses; PSC:
     CT-Net, InstanceNorm kept FP32) and checked against FP32 on held-out frames; below --gate-psnr
-    the INT8 graph is refused (exit 2; the FP32 export is complete and stays).
+    the INT8 graph is refused (exit 2; the FP32 export is complete and stays). --int8-target trt|both
+    also writes frame.int8.trt.onnx, symmetric INT8 Q/DQ for TensorRT, under the same gate.
 
     \b
     poserender export ckpt.pth --config Oliver.yaml --scale 2.5 -o art/oliver
     poserender export ckpt.pth --config Oliver.yaml --scale 2.5 -o art/oliver --precision int8 \\
-        --calibrate varying_tmplt.npz --source frame.jpg --source-keypoints frame.npy
+        --calibrate varying_tmplt.npz --source frame.jpg --source-keypoints frame.npy [--int8-target both]
     poserender export psc_ckpt/ -o art/psc --precision int8 --calibrate train/joint_interpolation \\
         --source test/I0/0001.jpg --source-parsing test/S0/0001.png
     """
@@ -72,7 +77,7 @@ def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optio
 
     psc = family == "psc" or (family == "auto" and is_psc_checkpoint_dir(checkpoint))
     int8 = _int8_options(precision, calibrate, source, source_keypoints, frames, gate_frames, gate_psnr, gate_ssim,
-                         calibration_method, source_parsing, psc)
+                         calibration_method, source_parsing, psc, int8_target)
     if psc:
         from ..export.psc_export import export_psc
 
@@ -120,17 +125,19 @@ def _add_int8(model_dir: Path, int8: dict, load_data) -> None:
     """Read the calibration inputs (``load_data()``), add the INT8 graphs behind the gate, say what was written."""
     import time
 
-    from ..export.quantize import add_int8
+    from ..export.quantize import add_int8_targets
 
     started = time.perf_counter()
-    entry = add_int8(model_dir, load_data(), log=log, **int8)
-    q = entry["quality"]
-    files = ", ".join(s["file"] for s in entry["stages"])
-    psnr = "inf" if q["psnr_db"] is None else q["psnr_db"]
-    click.echo(f"INT8 {files} ({entry['calibration']['method']} calibration, "
-               f"{entry['calibration']['frames']} frames): PSNR {psnr}"
-               f" dB, SSIM {q['ssim']}, max |err| {q['max_abs_error']:g} on {q['frames']} held-out frames, "
-               f"gate {int8['gate'].describe()} passed ({time.perf_counter() - started:.1f} s)")
+    entries = add_int8_targets(model_dir, load_data(), log=log, **int8)
+    for target, entry in entries.items():
+        q = entry["quality"]
+        files = ", ".join(s["file"] for s in entry["stages"])
+        psnr = "inf" if q["psnr_db"] is None else q["psnr_db"]
+        where = "" if target == "ort" else " (TensorRT Q/DQ rules ok; measured on ONNX Runtime CPU)"
+        click.echo(f"INT8 {files} ({entry['calibration']['method']} calibration, "
+                   f"{entry['calibration']['frames']} frames): PSNR {psnr}"
+                   f" dB, SSIM {q['ssim']}, max |err| {q['max_abs_error']:g} on {q['frames']} held-out frames, "
+                   f"gate {int8['gate'].describe()} passed{where} ({time.perf_counter() - started:.1f} s)")
 
 
 def _current_export(output: Path, checkpoint: Path, config, warp_mode: Optional[str]):
@@ -158,7 +165,8 @@ def _current_export(output: Path, checkpoint: Path, config, warp_mode: Optional[
 
 
 def _int8_options(precision: str, calibrate, source, source_keypoints, frames: int, gate_frames: int,
-                  gate_psnr: float, gate_ssim, method: str, source_parsing=None, psc: bool = False) -> dict:
+                  gate_psnr: float, gate_ssim, method: str, source_parsing=None, psc: bool = False,
+                  target: str = "ort") -> dict:
     """add_int8's keyword arguments for --precision int8 (checked before any work), else {}.
     pose2img identities take --source-keypoints, PSC ones --source-parsing."""
     from pathlib import Path
@@ -174,6 +182,8 @@ def _int8_options(precision: str, calibrate, source, source_keypoints, frames: i
     names = ("--calibrate", "--source", identity)
     given = [name for name in names if values[name]]
     if precision != "int8":
+        if target != "ort":
+            given.append("--int8-target")
         if given:
             raise UserError(f"{', '.join(given)} apply to --precision int8")
         return {}
@@ -193,7 +203,7 @@ def _int8_options(precision: str, calibrate, source, source_keypoints, frames: i
         gate = QualityGate(gate_psnr, gate_ssim)
     except ValueError as exc:
         raise UserError(f"--gate-psnr/--gate-ssim: {exc}") from None
-    return {"method": method, "frames": frames, "gate_frames": gate_frames, "gate": gate}
+    return {"method": method, "frames": frames, "gate_frames": gate_frames, "gate": gate, "target": target}
 
 
 def calibration_data(config, keypoints, source, source_keypoints):

@@ -47,7 +47,8 @@ class Mismatch:
         label = {"tensorrt": "TensorRT", "cuda": "CUDA", "driver": "driver", "gpu_name": "GPU",
                  "compute_capability": "compute capability", "precision": "precision",
                  "profile": "batch profile", "onnx_sha256": "ONNX graph sha256",
-                 "plan_sha256": "plan sha256", "plan_file": "plan file"}[self.field]
+                 "plan_sha256": "plan sha256", "plan_file": "plan file",
+                 "graph_sha256": "INT8 graph sha256"}[self.field]
         if self.field.endswith("sha256"):
             return f"{label} {str(self.recorded)[:12]} recorded, {str(self.current)[:12]} now"
         return f"{label} {self.recorded} (built) vs {self.current} (here)"
@@ -112,6 +113,12 @@ def model_mismatches(record: Mapping[str, Any], stage: Mapping[str, Any], plan_p
     out = []
     if record.get("onnx_sha256") != stage.get("sha256"):
         out.append(Mismatch("onnx_sha256", record.get("onnx_sha256"), stage.get("sha256")))
+    graph = record.get("graph")              # an INT8 plan: built from the stage's Q/DQ graph
+    if graph and graph != stage.get("file"):
+        graph_path = plan_path.parent / graph
+        found = sha256_file(graph_path) if graph_path.is_file() else "missing"
+        if found != record.get("graph_sha256"):
+            out.append(Mismatch("graph_sha256", record.get("graph_sha256"), found))
     batch = stage.get("batch", {})
     wanted = {k: batch.get(k) for k in ("min", "opt", "max")}
     if dict(record.get("profile", {})) != wanted:

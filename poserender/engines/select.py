@@ -98,7 +98,7 @@ def stage_engines(model_dir: Path, manifest: Dict[str, Any], backend: str, devic
         raise UserError(f"--precision {precision}; expected one of {', '.join(p for p in PRECISIONS if p)}")
     backend = resolve_backend(backend)
     stage_files = {spec.name: spec.file for spec in stage_specs(manifest)}
-    if precision == "int8":
+    if precision == "int8" and backend != "trt":          # trt: the int8 plans of `build --precision int8`
         stage_files = _int8_stage_files(Path(model_dir), manifest, backend)
     elif backend not in GPU_BACKENDS and precision not in (None, "fp32"):
         raise UserError(f"backend {backend} runs in fp32 or int8 (ort-cpu); --precision {precision} "
@@ -126,7 +126,8 @@ def _int8_stage_files(model_dir: Path, manifest: Dict[str, Any], backend: str) -
     """The files ``--precision int8`` runs; a clear error when the model has none or the backend
     cannot run them (the graphs are QDQ with uint8 activations: ONNX Runtime CPU kernels)."""
     if backend != "ort-cpu":
-        why = " (TensorRT INT8 needs symmetric int8 activations: not built yet)" if "trt" in backend else ""
+        why = (" (TensorRT: export with --int8-target trt|both, `poserender build --precision int8`, then "
+               "--backend trt)") if "trt" in backend else ""
         raise UserError(f"--precision int8 runs the calibrated INT8 graphs (QDQ, uint8 activations) on ort-cpu; "
                         f"backend {backend} cannot{why}")
     files = int8_stage_files(manifest)

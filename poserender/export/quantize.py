@@ -24,7 +24,17 @@ nodes stay FP32 (manifest group ``instance_norm``), as do its output, flow and o
 and the warps (:data:`FP32_OPS`, :data:`HEADS_OUTSIDE_TRUNK`).
 
 The source stage stays FP32: it runs once per identity, so INT8 there would cost quality for no
-per-frame speed. The QDQ graph is also TensorRT's explicit-quantization input.
+per-frame speed.
+
+Targets (``target``, CLI ``--int8-target``): ``ort`` (default) writes the graph above, for ONNX
+Runtime CPU (asymmetric uint8 activations). ``trt`` writes ``frame.int8.trt.onnx`` and the
+manifest entry ``int8_trt`` (the same record, plus ``target`` and the Q/DQ check): TensorRT's
+explicit quantization is symmetric INT8 only, so activations are int8 with zero point 0 (per
+tensor), weights int8 symmetric per output channel, biases stay float (TensorRT has no INT32
+DequantizeLinear) and Relu/Clip stay in the graph (symmetric ranges do not absorb them). Its
+gate is measured on ONNX Runtime CPU, which runs the same S8S8 Q/DQ graph, as TensorRT's stand-in;
+:mod:`poserender.export.qdq_check` checks TensorRT's Q/DQ rules and any finding refuses the
+export. ``both`` calibrates once (the collected ranges are cached and reused) and writes both.
 """
 from __future__ import annotations
 
@@ -42,7 +52,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import temp_dir_beside
-from ..manifest import INT8_KEY, MANIFEST, read_manifest, sha256_file, write_json_atomic
+from ..manifest import INT8_KEY, INT8_TRT_KEY, MANIFEST, read_manifest, sha256_file, write_json_atomic
 from .quality import QualityGate, frame_quality
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -62,12 +72,32 @@ FP32_OPS: Dict[Tuple[str, str], Dict[str, str]] = {
 }
 #: the calibrator's histogram/percentile settings (onnxruntime's defaults, written down)
 PERCENTILE = 99.999
+#: --int8-target values: the graph(s) written
+TARGETS = ("ort", "trt", "both")
+#: manifest key of the TensorRT-ready (symmetric INT8) graphs; ``int8`` (INT8_KEY) stays the ORT CPU one
+#: target -> (manifest key, file infix, what the record says)
+TARGET_RECORDS = {
+    "ort": (INT8_KEY, "int8", {"activations": "uint8 (asymmetric, per tensor)"}),
+    "trt": (INT8_TRT_KEY, "int8.trt", {
+        "target": "TensorRT explicit quantization (symmetric INT8 Q/DQ); measured on ONNX Runtime CPU",
+        "activations": "int8 (symmetric, zero point 0, per tensor)",
+        "bias": "float (not quantized: TensorRT has no INT32 DequantizeLinear)"}),
+}
+#: op types kept FP32 in the TensorRT graph on top of FP32_OPS, manifest group names: TensorRT takes
+#: pre-quantized (DequantizeLinear) weights for its linear layers only; a BatchNormalization the
+#: pre-processing could not fold into a conv would otherwise get int8 scale/variance constants
+TRT_FP32_OPS: Dict[str, str] = {"BatchNormalization": "batch_norm"}
+#: quantize_static's extra options for the TensorRT graph (onnxruntime.quantization.quantize_static doc):
+#: symmetric int8 activations and weights, float biases, Relu/Clip kept as nodes
+TRT_EXTRA_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                     "QDQKeepRemovableActivations": True}
 
 
-def int8_file(stage_file: str) -> str:
-    """``frame.onnx`` -> ``frame.int8.onnx``."""
+def int8_file(stage_file: str, target: str = "ort") -> str:
+    """``frame.onnx`` -> ``frame.int8.onnx`` (target ``trt``: ``frame.int8.trt.onnx``)."""
+    infix = TARGET_RECORDS[target][1]
     stem, dot, ext = stage_file.rpartition(".")
-    return f"{stem}.int8.{ext}" if dot else f"{stage_file}.int8"
+    return f"{stem}.{infix}.{ext}" if dot else f"{stage_file}.{infix}"
 
 
 @dataclasses.dataclass
@@ -263,29 +293,52 @@ class _FeedReader:
         self.start, self.end, self.cursor = start_index, min(end_index, len(self.feeds)), 0
 
 
+def calibration_cache_supported() -> bool:
+    """Whether this onnxruntime's quantize_static can save and reuse calibrated ranges
+    (``calibration_cache_path``): then ``--int8-target both`` calibrates once."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
 def quantize_graph(fp32_path: Path, out_path: Path, plan: QuantPlan, feeds: List[Dict[str, np.ndarray]],
-                   method: str, per_channel: bool = False) -> None:
-    """QDQ-quantize ``fp32_path`` (already pre-processed) into ``out_path`` with ``method``."""
+                   method: str, per_channel: bool = False, target: str = "ort",
+                   calibration_cache: Optional[Path] = None) -> None:
+    """QDQ-quantize ``fp32_path`` (already pre-processed) into ``out_path`` with ``method``.
+    ``target`` ``ort``: uint8 activations, int8 weights (per channel if ``per_channel``); ``trt``:
+    symmetric int8 activations and per-channel weights, float biases (:data:`TRT_EXTRA_OPTIONS`).
+    ``calibration_cache``: a JSON file of calibrated ranges; written by the first call, read
+    (no calibration run) by a later call with the same graph and method (the calibrator records
+    every tensor of the quantizable op types whatever ``plan`` excludes, so the ranges serve any plan)."""
     import logging
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in METHODS:
         raise UserError(f"calibration method {method!r}; expected one of {', '.join(CALIBRATION_CHOICES)}")
+    if target not in ("ort", "trt"):
+        raise ValueError(f"target {target!r}; expected ort or trt")
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
-    extra = {"CalibStridedMinMax": 1}       # one feed at a time (the name is historical: every method)
+    extra: Dict[str, Any] = {"CalibStridedMinMax": 1}   # one feed at a time (the name is historical: every method)
     if method == "percentile":
         extra["CalibPercentile"] = PERCENTILE
+    activations = QuantType.QUInt8
+    if target == "trt":
+        extra.update(TRT_EXTRA_OPTIONS)
+        activations, per_channel = QuantType.QInt8, True
+    cache = {} if calibration_cache is None else {"calibration_cache_path": str(calibration_cache)}
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)            # the quantizer's advice about pre-processing
     try:
         with contextlib.redirect_stdout(io.StringIO()):     # the calibrators print progress to stdout
             quantize_static(str(fp32_path), str(out_path), _FeedReader(feeds), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                            activation_type=activations, weight_type=QuantType.QInt8, per_channel=per_channel,
                             reduce_range=False, nodes_to_exclude=plan.nodes_to_exclude, calibrate_method=calibrate,
-                            extra_options=extra)
+                            extra_options=extra, **cache)
     finally:
         root.setLevel(level)
 
@@ -307,13 +360,34 @@ def _frames(session, feeds: List[Dict[str, np.ndarray]]) -> np.ndarray:
 # -- the INT8 export ----------------------------------------------------------------------------
 def add_int8(model_dir: Path, data: CalibrationData, method: str = "auto", frames: int = 32, gate_frames: int = 16,
              selection_frames: int = 8, gate: QualityGate = QualityGate(), batch: int = 4, per_channel: bool = False,
-             log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
+             target: str = "ort", log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
     """Quantize the frame stage of the pose2img export in ``model_dir`` (see the module doc).
-    Returns the manifest's ``int8`` entry; raises UserError (nothing written) below the gate.
+    Returns the manifest's ``int8`` entry (target ``trt``: the ``int8_trt`` entry; ``both``: the
+    ``int8`` one, see :func:`add_int8_targets`); raises UserError (nothing written) below the gate.
     PSC models: the CT-Net frame stage, fed by the FP32 source and parsing stages."""
+    entries = add_int8_targets(model_dir, data, method, frames, gate_frames, selection_frames, gate, batch,
+                               per_channel, target, log)
+    return next(iter(entries.values()))
+
+
+def _target_label(target: str) -> str:
+    return "INT8" if target == "ort" else "INT8 (TensorRT Q/DQ)"
+
+
+def add_int8_targets(model_dir: Path, data: CalibrationData, method: str = "auto", frames: int = 32,
+                     gate_frames: int = 16, selection_frames: int = 8, gate: QualityGate = QualityGate(),
+                     batch: int = 4, per_channel: bool = False, target: str = "ort",
+                     log: Callable[[str], None] = lambda s: None) -> Dict[str, Dict[str, Any]]:
+    """:func:`add_int8` for ``target`` ``ort``, ``trt`` or ``both``: {target: manifest entry}
+    (``ort`` -> ``int8``, ``trt`` -> ``int8_trt``). ``both`` calibrates each method once and
+    quantizes both graphs from the same ranges; each graph picks its method on the selection
+    frames and must pass the gate, else neither is written. ``per_channel`` applies to ``ort``
+    (``trt`` weights are always per channel)."""
     import onnx
     import onnxruntime
     from onnxruntime.quantization.preprocess import quant_pre_process
+
+    from .qdq_check import check_qdq
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
@@ -325,6 +399,9 @@ def add_int8(model_dir: Path, data: CalibrationData, method: str = "auto", frame
                         f"this is a {family} model", model_dir)
     if method not in CALIBRATION_CHOICES:
         raise UserError(f"--calibration-method {method!r}; expected one of {', '.join(CALIBRATION_CHOICES)}")
+    if target not in TARGETS:
+        raise UserError(f"--int8-target {target!r}; expected one of {', '.join(TARGETS)}")
+    outputs = ["ort", "trt"] if target == "both" else [target]
     _, stage_name = targets[0]
     stage = stages[stage_name]
     batch = max(1, min(batch, int(stage["batch"]["max"])))
@@ -341,52 +418,94 @@ def add_int8(model_dir: Path, data: CalibrationData, method: str = "auto", frame
     try:
         pre = work / "fp32.pre.onnx"
         quant_pre_process(str(model_dir / stage["file"]), str(pre), skip_symbolic_shape=True)
-        plan = quantization_plan(onnx.load(str(pre), load_external_data=False), TRUNKS[targets[0]],
-                                 head_in_trunk=targets[0] not in HEADS_OUTSIDE_TRUNK, fp32_ops=FP32_OPS.get(targets[0]))
+        pre_model = onnx.load(str(pre), load_external_data=False)
+        plans = {t: quantization_plan(pre_model, TRUNKS[targets[0]],
+                                      head_in_trunk=targets[0] not in HEADS_OUTSIDE_TRUNK,
+                                      fp32_ops={**FP32_OPS.get(targets[0], {}), **(TRT_FP32_OPS if t == "trt" else {})})
+                 for t in outputs}
+        del pre_model
         candidates = list(METHODS) if method == "auto" else [method]
-        tried: List[Dict[str, Any]] = []
+        share = len(outputs) > 1 and calibration_cache_supported()
+        tried: Dict[str, List[Dict[str, Any]]] = {t: [] for t in outputs}
+        checks: Dict[Tuple[str, str], Dict[str, Any]] = {}
         for name in candidates:
-            t0 = time.perf_counter()
-            log(f"INT8: calibrating the {stage_name} stage with {name} on {len(split.calibration)} frames ...")
-            quantize_graph(pre, work / f"{name}.onnx", plan, feeds["calibration"], name, per_channel)
-            record = {"method": name, "calibrate_s": round(time.perf_counter() - t0, 1)}
-            if method == "auto":
-                q = frame_quality(reference["selection"], _frames(_session(work / f"{name}.onnx"), feeds["selection"]))
-                record.update(selection_psnr_db=q["psnr_db"], selection_ssim=q["ssim"])
-                log(f"  {name}: PSNR {q['psnr_db'] if q['psnr_db'] is not None else 'inf'} dB, SSIM {q['ssim']} "
-                    f"on {len(split.selection)} selection frames")
-            tried.append(record)
+            cache = work / f"{name}.ranges.json" if share else None
+            for t in outputs:
+                t0 = time.perf_counter()
+                graph = work / f"{name}.{t}.onnx"
+                reused = cache is not None and cache.is_file()
+                log(f"{_target_label(t)}: " + (f"quantizing the {stage_name} stage from the {name} ranges already "
+                                                "calibrated ..." if reused else
+                                                f"calibrating the {stage_name} stage with {name} on "
+                                                f"{len(split.calibration)} frames ..."))
+                if t == "ort" and cache is None:
+                    quantize_graph(pre, graph, plans[t], feeds["calibration"], name, per_channel)
+                else:       # the calibrator records every tensor whatever the plan: the ranges serve both plans
+                    quantize_graph(pre, graph, plans[t], feeds["calibration"], name, per_channel, target=t,
+                                   calibration_cache=cache)
+                record = {"method": name, "calibrate_s": round(time.perf_counter() - t0, 1)}
+                if reused:
+                    record["ranges"] = "reused from the int8 calibration (calibrated once)"
+                if t == "trt":
+                    report = check_qdq(graph, int8_file(stage["file"], "trt"))
+                    if not report.ok:
+                        raise UserError(f"{report.summary()}; INT8 graphs not written (the FP32 export is complete "
+                                        "and kept)", model_dir)
+                    checks[(name, t)] = report.to_dict()
+                if method == "auto":
+                    q = frame_quality(reference["selection"], _frames(_session(graph), feeds["selection"]))
+                    record.update(selection_psnr_db=q["psnr_db"], selection_ssim=q["ssim"])
+                    psnr = q["psnr_db"] if q["psnr_db"] is not None else "inf"
+                    log(f"  {name}{'' if t == 'ort' else ' (TensorRT Q/DQ)'}: PSNR {psnr} dB, SSIM {q['ssim']} "
+                        f"on {len(split.selection)} selection frames")
+                tried[t].append(record)
         psnr_of = lambda r: float("inf") if r.get("selection_psnr_db") is None else r["selection_psnr_db"]  # noqa: E731
-        chosen = max(tried, key=psnr_of)["method"] if method == "auto" else method
-        quality = frame_quality(reference["gate"], _frames(_session(work / f"{chosen}.onnx"), feeds["gate"]))
-        verdict = gate.verdict(quality, f"INT8 {stage_name} stage ({chosen} calibration) vs FP32")
-        log(verdict)
-        if not gate.passes(quality):
-            raise UserError(f"{verdict}; INT8 graphs not written (the FP32 export is complete and kept; "
-                            "lower --gate-psnr, try another --calibration-method or more --frames)", model_dir)
-        target = model_dir / int8_file(stage["file"])
-        os.replace(work / f"{chosen}.onnx", target)
-        entry = {
-            "format": "QDQ", "activations": "uint8 (asymmetric, per tensor)",
-            "weights": f"int8 (symmetric, {'per channel' if per_channel else 'per tensor'})", "reduce_range": False,
-            "quantizer": f"onnxruntime.quantization.quantize_static {onnxruntime.__version__}",
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "stages": [{"name": stage_name, "file": target.name, "sha256": sha256_file(target),
-                        "fp32_file": stage["file"], **plan.manifest_entry()}],
-            "fp32_stages": [s for s in stages if s != stage_name],
-            "fp32_stages_why": FP32_STAGES_WHY[family],
-            "calibration": {"method": chosen, "requested": method,
-                            "percentile": PERCENTILE if chosen == "percentile" else None,
-                            "frames": len(split.calibration), "frame_indices": split.calibration, "batch": batch,
-                            "inputs": data.described, "tried": tried},
-            "quality": {**quality, "frame_indices": split.gate, "reference": f"FP32 {stage['file']}, ONNX Runtime CPU",
-                        "selection_frame_indices": split.selection or None},
-            "gate": {**gate.to_dict(), "passed": True},
-            "export_seconds": round(time.perf_counter() - started, 1),
-        }
-        manifest[INT8_KEY] = entry
+        results: Dict[str, Tuple[str, Dict[str, Any]]] = {}
+        verdicts = []
+        for t in outputs:
+            chosen = max(tried[t], key=psnr_of)["method"] if method == "auto" else method
+            quality = frame_quality(reference["gate"], _frames(_session(work / f"{chosen}.{t}.onnx"), feeds["gate"]))
+            verdict = gate.verdict(quality, f"{_target_label(t)} {stage_name} stage ({chosen} calibration) vs FP32")
+            log(verdict)
+            results[t] = (chosen, quality)
+            verdicts.append((verdict, gate.passes(quality)))
+        if not all(ok for _, ok in verdicts):
+            raise UserError(f"{'; '.join(v for v, _ in verdicts)}; INT8 graphs not written (the FP32 export is "
+                            "complete and kept; lower --gate-psnr, try another --calibration-method or more --frames)",
+                            model_dir)
+        entries: Dict[str, Dict[str, Any]] = {}
+        for t in outputs:
+            chosen, quality = results[t]
+            key, _, described = TARGET_RECORDS[t]
+            path = model_dir / int8_file(stage["file"], t)
+            os.replace(work / f"{chosen}.{t}.onnx", path)
+            weights = "per channel" if per_channel or t == "trt" else "per tensor"
+            entry = {
+                "format": "QDQ", **described,
+                "weights": f"int8 (symmetric, {weights})", "reduce_range": False,
+                "quantizer": f"onnxruntime.quantization.quantize_static {onnxruntime.__version__}",
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "stages": [{"name": stage_name, "file": path.name, "sha256": sha256_file(path),
+                            "fp32_file": stage["file"], **plans[t].manifest_entry()}],
+                "fp32_stages": [s for s in stages if s != stage_name],
+                "fp32_stages_why": FP32_STAGES_WHY[family],
+                "calibration": {"method": chosen, "requested": method,
+                                "percentile": PERCENTILE if chosen == "percentile" else None,
+                                "frames": len(split.calibration), "frame_indices": split.calibration, "batch": batch,
+                                "inputs": data.described, "tried": tried[t]},
+                "quality": {**quality, "frame_indices": split.gate,
+                            "reference": f"FP32 {stage['file']}, ONNX Runtime CPU",
+                            "selection_frame_indices": split.selection or None},
+                "gate": {**gate.to_dict(), "passed": True},
+                "export_seconds": round(time.perf_counter() - started, 1),
+            }
+            if t == "trt":
+                entry["quality"]["measured_on"] = "ONNX Runtime CPU (S8S8 Q/DQ), standing in for TensorRT"
+                entry["quantize_options"] = {"activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True,
+                                             **TRT_EXTRA_OPTIONS}
+                entry["qdq_check"] = checks[(chosen, t)]
+            entries[t] = manifest[key] = entry
         write_json_atomic(model_dir / MANIFEST, manifest)
-        return entry
+        return entries
     finally:
         shutil.rmtree(work, ignore_errors=True)
-

@@ -9,6 +9,11 @@
   coordinates, whose squares overflow FP16). The pinned layers are named in the manifest.
 * A reduced-precision plan that produces NaN/inf on the verification inputs fails the build
   with the layers that cause it, found by bisection (pinning halves of the trunk to FP32).
+* ``--precision int8`` builds each stage's TensorRT-ready Q/DQ graph (manifest ``int8_trt``,
+  ``export --precision int8 --int8-target trt|both``) by explicit quantization: a strongly typed
+  network where TensorRT has one, no precision flags, no pinning (the graph's types decide);
+  stages without such a graph (the per-identity source stage) build in FP32. The plan records
+  the graph and its sha256, so a re-calibrated graph makes the plan stale.
 * The timing cache is kept per GPU model and TensorRT version, and reused by every build.
 * A progress line shows the elapsed time while TensorRT builds.
 
@@ -32,7 +37,7 @@ import numpy as np
 from ..errors import UserError
 from ..specs import StageSpec
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 OPTIMIZATION_LEVELS = range(0, 6)        # TensorRT's builder_optimization_level, default 3
 TRUNK_OPS = frozenset({"Conv", "ConvTranspose"})
 #: op -> why it stays FP32. BatchNormalization is not here: TensorRT folds it into the conv.
@@ -176,14 +181,17 @@ def build_plan(onnx_path: Path, spec: StageSpec, precision: str, pinned: Sequenc
                timing_cache: Optional[Path], optimization_level: int = 3) -> Tuple[bytes, List[str]]:
     """Serialized plan bytes and the layer names actually pinned to FP32 (TensorRT 10 API;
     the caller has made the target GPU current)."""
+    from .qdq_check import trt_int8_builder_flags, trt_int8_network_flags
+
     trt = require_tensorrt()
-    if precision != "fp32":
+    if precision in ("fp16", "bf16"):
         require_weak_typing(trt, precision)               # before any build work: TensorRT 11 has none
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     # 0 = the default network: explicit batch is the only mode since TensorRT 10 (EXPLICIT_BATCH is
-    # deprecated and ignored) and every network is strongly typed in TensorRT 11 (the flag is ignored)
-    network = builder.create_network(0)
+    # deprecated and ignored) and every network is strongly typed in TensorRT 11 (the flag is ignored).
+    # A Q/DQ graph (int8) is built strongly typed where TensorRT has it (explicit quantization).
+    network = builder.create_network(trt_int8_network_flags(trt) if precision == "int8" else 0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         # str(ParserError) names the node and operator; desc() alone does not
@@ -196,7 +204,10 @@ def build_plan(onnx_path: Path, spec: StageSpec, precision: str, pinned: Sequenc
         profile.set_shape(name, low, opt, high)          # raises RuntimeError on min > opt > max
     config.add_optimization_profile(profile)
     pinned_layers: List[str] = []
-    if precision != "fp32":
+    if precision == "int8":
+        for flag in trt_int8_builder_flags(trt):          # none on a strongly typed network
+            config.set_flag(flag)
+    elif precision != "fp32":
         config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         pinned_layers = _pin_layers(trt, network, set(pinned))
@@ -319,8 +330,9 @@ def build_model(model_dir: Path, manifest: Dict[str, Any], engines: Sequence[Tup
     from ..manifest import sha256_file
 
     trt = require_tensorrt()
-    if precision != "fp32":
+    if precision in ("fp16", "bf16"):
         require_weak_typing(trt, precision)
+    graphs = int8_graphs(model_dir, manifest) if precision == "int8" else {}
     manifest = dict(manifest)
     manifest["build"] = dict(build_options)
     records = list(manifest.get("engines", []))
@@ -335,16 +347,18 @@ def build_model(model_dir: Path, manifest: Dict[str, Any], engines: Sequence[Tup
                 log(f"{stage_name} on GPU {device}: rebuilding ({exc})")
         spec = StageSpec.from_dict(stage)
         facts = compat.current_facts(device)
+        graph = graphs.get(stage_name, spec.file)
+        stage_precision = precision if graph != spec.file or precision != "int8" else "fp32"
         model = onnx.load(str(model_dir / spec.file))
-        reasons = fp32_nodes(model) if precision != "fp32" else OrderedDict()
+        reasons = fp32_nodes(model) if stage_precision in ("fp16", "bf16") else OrderedDict()
         cache = timing_cache_file(timing_cache_dir, facts.gpu_name, facts.compute_capability,
                                   facts.tensorrt) if timing_cache_dir else None
         name = plan_file(stage_name, precision, device)
 
         def build(pinned: Sequence[str]) -> Tuple[bytes, List[str], float]:
             with cuda_mem.DeviceContext(device), ElapsedLine(
-                    f"building {stage_name} ({precision}) on GPU {device} [{facts.gpu_name}]", stream) as line:
-                data, layers = build_plan(model_dir / spec.file, spec, precision, pinned, cache, optimization_level)
+                    f"building {stage_name} ({stage_precision}) on GPU {device} [{facts.gpu_name}]", stream) as line:
+                data, layers = build_plan(model_dir / graph, spec, stage_precision, pinned, cache, optimization_level)
             return data, layers, line.seconds
 
         def nonfinite(data: bytes, layers: List[str]) -> bool:
@@ -358,7 +372,11 @@ def build_model(model_dir: Path, manifest: Dict[str, Any], engines: Sequence[Tup
             return any(a.dtype.kind == "f" and not np.isfinite(a).all() for a in out.values())
 
         data, layers, seconds = build(list(reasons))
-        if precision != "fp32" and nonfinite(data, layers):
+        if stage_precision == "int8" and nonfinite(data, layers):
+            (model_dir / name).unlink(missing_ok=True)
+            raise UserError(f"stage {stage_name!r} gives NaN/inf from its INT8 graph {graph}; re-export it "
+                            "(another --calibration-method) or build with --precision fp32", model_dir / graph)
+        if stage_precision in ("fp16", "bf16") and nonfinite(data, layers):
             trunk = [n.name for n in model.graph.node if n.name not in reasons and n.op_type not in ("Constant",)]
             culprits = find_nonfinite_layers(trunk, lambda extra: nonfinite(*build(list(reasons) + sorted(extra))[:2]))
             (model_dir / name).unlink(missing_ok=True)
@@ -370,12 +388,35 @@ def build_model(model_dir: Path, manifest: Dict[str, Any], engines: Sequence[Tup
         record = compat.engine_record(
             stage_name, device, name, sha256_file(model_dir / name), stage["sha256"], precision, stage["batch"],
             layers or list(reasons), facts, build_record_extra(seconds, optimization_level, reasons, cache))
+        if graph != spec.file:
+            record.update(graph=graph, graph_sha256=sha256_file(model_dir / graph))
         records = [r for r in records if not (r["stage"] == stage_name and int(r["device"]) == device
                                               and r["precision"] == precision)] + [record]
         log(f"{stage_name} on GPU {device}: {name} ({precision}, {len(record['fp32_layers'])} layers kept FP32, "
             f"{seconds:.1f} s)")
     manifest["engines"] = records
     return manifest
+
+
+def int8_graphs(model_dir: Path, manifest: Mapping[str, Any]) -> Dict[str, str]:
+    """{stage: its TensorRT-ready Q/DQ graph} from the manifest's ``int8_trt`` entry, each checked
+    against TensorRT's Q/DQ rules; a UserError saying how to export them when there are none."""
+    from ..manifest import INT8_TRT_KEY
+    from .qdq_check import check_qdq
+
+    entry = manifest.get(INT8_TRT_KEY)
+    if not isinstance(entry, dict) or not entry.get("stages"):
+        hint = " (its INT8 graphs are for ONNX Runtime CPU: uint8 activations)" if manifest.get("int8") else ""
+        raise UserError(f"has no TensorRT INT8 graphs{hint}; export with --precision int8 --int8-target trt "
+                        "(or both) --calibrate KEYPOINTS ... first", model_dir)
+    graphs = {s["name"]: s["file"] for s in entry["stages"]}
+    for stage, file in graphs.items():
+        if not (Path(model_dir) / file).is_file():
+            raise UserError(f"TensorRT INT8 graph {file!r} of stage {stage!r} is missing; re-export it", model_dir)
+        report = check_qdq(Path(model_dir) / file)
+        if not report.ok:
+            raise UserError(f"{file} breaks TensorRT's Q/DQ rules: {report.summary()}", Path(model_dir) / file)
+    return graphs
 
 
 def _reference_outputs(model_dir: Path, manifest: Mapping[str, Any], stage_index: int) -> Dict[str, np.ndarray]:

@@ -140,3 +140,19 @@ def test_newest_record_wins():
                             {"stage": "frame", "device": 1, "precision": "fp16", "file": "other"}]}
     assert compat.find_record(manifest, "frame", 0, "fp16")["file"] == "new"
     assert compat.find_record(manifest, "frame", 0, "fp32") is None
+
+
+def test_an_int8_plan_goes_stale_when_its_qdq_graph_is_recalibrated(model):
+    model_dir, manifest = model
+    (model_dir / "frame.int8.trt.onnx").write_bytes(b"calibrated graph")
+    record = dict(manifest["engines"][0], precision="int8", graph="frame.int8.trt.onnx",
+                  graph_sha256=sha256_file(model_dir / "frame.int8.trt.onnx"))
+    manifest = {**manifest, "engines": [record], "build": {**manifest["build"], "precision": "int8"}}
+    assert check_engine(model_dir, manifest, "frame", 0, "int8", here())["graph"] == "frame.int8.trt.onnx"
+    (model_dir / "frame.int8.trt.onnx").write_bytes(b"calibrated again")
+    error, message = refused(model_dir, manifest, precision="int8")
+    assert [m.field for m in error.mismatches] == ["graph_sha256"] and "INT8 graph sha256" in message
+    assert "--precision int8" in message
+    (model_dir / "frame.int8.trt.onnx").unlink()
+    error, _ = refused(model_dir, manifest, precision="int8")
+    assert [(m.field, m.current) for m in error.mismatches] == [("graph_sha256", "missing")]

@@ -343,3 +343,134 @@ def test_psc_render_precision_int8(psc_int8_model, psc_files, tmp_path):
     assert diff.max() > 0                                                   # the INT8 graph ran
     mse = (diff.astype(float) ** 2).mean()
     assert 10 * np.log10(255 ** 2 / mse) > 25                                # and is close (the export's gate)
+
+
+# -- --int8-target trt|both: symmetric INT8 Q/DQ for TensorRT, gated on ONNX Runtime CPU ---------
+@pytest.fixture(scope="module")
+def both_model(tmp_path_factory, tiny_checkpoint, calibration_files):
+    out = tmp_path_factory.mktemp("int8_both") / "tiny"
+    result = run("export", tiny_checkpoint, "-o", out, *FAST_INT8, *int8_args(calibration_files),
+                 "--int8-target", "both")
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_both_writes_the_ort_graph_unchanged_and_a_tensorrt_graph(both_model, int8_model):
+    from poserender.export.qdq_check import check_qdq
+
+    out, result = both_model
+    assert "INT8 frame.int8.onnx (minmax calibration, 8 frames)" in result.stdout
+    assert "INT8 frame.int8.trt.onnx (minmax calibration, 8 frames)" in result.stdout
+    assert "TensorRT Q/DQ rules ok; measured on ONNX Runtime CPU" in result.stdout
+    # the ORT graph is the one --int8-target ort (the default) writes, byte for byte
+    assert (out / "frame.int8.onnx").read_bytes() == (int8_model[0] / "frame.int8.onnx").read_bytes()
+    manifest = read_manifest(out)
+    ort_entry, trt_entry = manifest["int8"], manifest["int8_trt"]
+    assert "target" not in ort_entry and ort_entry["activations"] == "uint8 (asymmetric, per tensor)"
+    assert set(ort_entry) <= set(trt_entry)                                 # the same record, and more
+    assert trt_entry["stages"][0]["file"] == "frame.int8.trt.onnx"
+    assert trt_entry["activations"] == "int8 (symmetric, zero point 0, per tensor)"
+    assert trt_entry["weights"] == "int8 (symmetric, per channel)" and "TensorRT" in trt_entry["target"]
+    assert trt_entry["quantize_options"]["QuantizeBias"] is False
+    assert trt_entry["qdq_check"]["ok"] is True and trt_entry["qdq_check"]["per_channel"] > 10
+    assert trt_entry["stages"][0]["excluded_counts"]["batch_norm"] >= 1     # unfolded BatchNorm stays FP32
+    assert "batch_norm" not in ort_entry["stages"][0]["excluded_counts"]
+    assert trt_entry["calibration"]["tried"][0]["ranges"].startswith("reused")   # calibrated once
+    quality = trt_entry["quality"]
+    assert quality["psnr_db"] is None or quality["psnr_db"] >= 35
+    assert quality["frame_indices"] == ort_entry["quality"]["frame_indices"] and quality["nonfinite"] == 0
+    assert check_qdq(out / "frame.int8.trt.onnx").ok
+    assert not check_qdq(out / "frame.int8.onnx").ok                        # uint8 activations, int32 biases
+    graph = onnx.load(str(out / "frame.int8.trt.onnx"))
+    inits = {i.name: i for i in graph.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in graph.graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and {z.data_type for z in zero_points} == {onnx.TensorProto.INT8}
+    fp32 = onnx.load(str(out / "frame.onnx"))
+    relus = sum(n.op_type == "Relu" for n in fp32.graph.node)
+    assert sum(n.op_type == "Relu" for n in graph.graph.node) == relus      # kept: symmetric ranges don't absorb them
+
+
+def test_render_int8_keeps_running_the_ort_graph(both_model):
+    out, _ = both_model
+    _, engines = select.stage_engines(out, read_manifest(out), "ort-cpu", precision="int8")
+    assert [e.onnx_path.name for e in engines] == ["source.onnx", "frame.int8.onnx"]
+
+
+def test_both_calibrates_once_and_a_failed_gate_writes_neither(fp32_only, calibration_files):
+    """One calibration run serves both graphs; when the gate refuses, nothing is written."""
+    import importlib
+
+    from poserender.commands.export import calibration_data
+    from poserender.config import Pose2ImgConfig
+    from poserender.export.quantize import add_int8_targets, calibration_cache_supported
+
+    if not calibration_cache_supported():
+        pytest.skip("this onnxruntime's quantize_static has no calibration_cache_path: both calibrates twice")
+    before = {p.name: p.read_bytes() for p in fp32_only.iterdir()}
+    data = calibration_data(Pose2ImgConfig.from_dict(read_manifest(fp32_only)["config"]),
+                            calibration_files / "targets.npy", calibration_files / "source.png",
+                            calibration_files / "source.npy")
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")   # the module, not the function
+    calibrators = []
+    real = ort_quantize.create_calibrator
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ort_quantize, "create_calibrator", lambda *a, **k: calibrators.append(a) or real(*a, **k))
+        with pytest.raises(UserError) as info:
+            add_int8_targets(fp32_only, data, "minmax", frames=8, gate_frames=4, gate=QualityGate(200.0),
+                             target="both")
+    assert len(calibrators) == 1
+    message = str(info.value)
+    assert "INT8 frame stage (minmax calibration) vs FP32: PSNR" in message
+    assert "INT8 (TensorRT Q/DQ) frame stage (minmax calibration) vs FP32: PSNR" in message
+    assert "INT8 graphs not written" in message
+    assert {p.name: p.read_bytes() for p in fp32_only.iterdir()} == before
+    assert sorted(p.name for p in fp32_only.parent.iterdir()) == ["fp32_only"]
+
+
+def test_a_graph_breaking_tensorrt_rules_is_refused(fp32_only, int8_model, calibration_files, tmp_path):
+    """If the quantizer ever wrote asymmetric Q/DQ for the trt target, the export refuses it
+    (stood in for by the ORT graph, uint8 activations) and writes nothing."""
+    import poserender.export.quantize as quantize
+    from poserender.commands.export import calibration_data
+    from poserender.config import Pose2ImgConfig
+
+    ort_graph = shutil.copy(int8_model[0] / "frame.int8.onnx", tmp_path / "asymmetric.onnx")
+    before = {p.name: p.read_bytes() for p in fp32_only.iterdir()}
+    data = calibration_data(Pose2ImgConfig.from_dict(read_manifest(fp32_only)["config"]),
+                            calibration_files / "targets.npy", calibration_files / "source.png",
+                            calibration_files / "source.npy")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quantize, "quantize_graph", lambda fp32, out, *a, **k: shutil.copy(ort_graph, out))
+        with pytest.raises(UserError, match=r"frame.int8.trt.onnx: TensorRT INT8 Q/DQ rules \d+ error\(s\).*"
+                                            r"INT8 graphs not written"):
+            add_int8(fp32_only, data, "minmax", frames=8, gate_frames=4, target="trt")
+    assert {p.name: p.read_bytes() for p in fp32_only.iterdir()} == before
+
+
+def test_int8_target_needs_precision_int8(tmp_path, tiny_checkpoint):
+    line = one_error_line(run("export", tiny_checkpoint, "-o", tmp_path / "a", "--int8-target", "trt"))
+    assert "--int8-target apply to --precision int8" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_psc_tensorrt_target_keeps_instance_norm_fp32(psc_int8_model, psc_files, tmp_path):
+    from poserender.commands.export import psc_calibration_data
+    from poserender.export.qdq_check import check_qdq
+    from poserender.export.quantize import add_int8_targets
+
+    model = tmp_path / "psc"
+    shutil.copytree(psc_int8_model[0], model)
+    before = (model / "frame.int8.onnx").read_bytes()
+    data = psc_calibration_data(read_manifest(model), psc_files / "poses", psc_files / "I0.jpg", psc_files / "S0.png")
+    entry = add_int8_targets(model, data, "minmax", frames=8, gate_frames=4, gate=QualityGate(25.0),
+                             target="trt")["trt"]
+    assert (model / "frame.int8.onnx").read_bytes() == before                # the ORT graph is left as it was
+    manifest = read_manifest(model)
+    assert manifest["int8_trt"] == entry and "int8" in manifest
+    assert entry["stages"][0]["file"] == "frame.int8.trt.onnx" and check_qdq(model / "frame.int8.trt.onnx").ok
+    assert entry["stages"][0]["excluded_counts"]["instance_norm"] >= 1
+    graph = onnx.load(str(model / "frame.int8.trt.onnx"))
+    producers = {o: n.op_type for n in graph.graph.node for o in n.output}
+    ins = [n for n in graph.graph.node if n.op_type == "InstanceNormalization"]
+    assert ins and all(producers.get(i) != "DequantizeLinear" for n in ins for i in n.input[1:])
+    assert entry["quality"]["psnr_db"] is None or entry["quality"]["psnr_db"] >= 25

@@ -197,6 +197,46 @@ def test_tensorrt_11_refuses_reduced_precision_before_building_but_builds_fp32(m
     assert plan == b"PLAN" and pinned == []
 
 
+@pytest.mark.parametrize("version, strongly_typed", [("10.8.0", True), ("11.4.0", True), ("9.3.0", False)])
+def test_int8_builds_the_qdq_graph_by_explicit_quantization(monkeypatch, version, strongly_typed):
+    """A Q/DQ graph: strongly typed network and no precision flag where TensorRT has strong typing
+    (10+; 11 has no weak typing at all), else the INT8 flag; never any layer pinning."""
+    trt = fake_tensorrt(version=version, weak_typing=not version.startswith("11"), layers=LAYERS)
+    if strongly_typed:
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=3)
+    else:
+        trt.BuilderFlag.INT8 = "INT8"
+    plan, pinned = build(monkeypatch, trt, precision="int8")
+    assert plan == b"PLAN" and pinned == []
+    assert ("create_network", (1 << 3) if strongly_typed else 0) in trt.calls
+    assert [c[1] for c in trt.calls if c[0] == "set_flag"] == ([] if strongly_typed else ["INT8"])
+    assert all(layer.precision is None for layer in trt.network.layers)
+
+
+def test_int8_graphs_come_from_the_trt_entry_and_must_pass_the_qdq_rules(tmp_path, monkeypatch):
+    from poserender.export import qdq_check
+
+    with pytest.raises(UserError, match=r"has no TensorRT INT8 graphs \(its INT8 graphs are for ONNX Runtime CPU"):
+        trt_build.int8_graphs(tmp_path, {"int8": {"stages": [{"name": "frame", "file": "frame.int8.onnx"}]}})
+    manifest = {"int8_trt": {"stages": [{"name": "frame", "file": "frame.int8.trt.onnx"}]}}
+    with pytest.raises(UserError, match="'frame.int8.trt.onnx' of stage 'frame' is missing"):
+        trt_build.int8_graphs(tmp_path, manifest)
+    (tmp_path / "frame.int8.trt.onnx").write_bytes(b"graph")
+    verdicts = iter([False, True])
+
+    class Report:
+        def __init__(self):
+            self.ok = next(verdicts)
+
+        def summary(self):
+            return "1 error: zero point 3 of /unet/Conv_quant"
+
+    monkeypatch.setattr(qdq_check, "check_qdq", lambda path: Report())
+    with pytest.raises(UserError, match="breaks TensorRT's Q/DQ rules: 1 error: zero point 3"):
+        trt_build.int8_graphs(tmp_path, manifest)
+    assert trt_build.int8_graphs(tmp_path, manifest) == {"frame": "frame.int8.trt.onnx"}
+
+
 def test_parse_failure_names_the_node(monkeypatch):
     with pytest.raises(UserError, match="TensorRT cannot parse it: In node 3 with name: /warp/GridSample"):
         build(monkeypatch, fake_tensorrt(parse_ok=False))
