@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .trt_check import Finding
+from .trt_check import Finding, constant_tensors
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
@@ -77,18 +77,14 @@ class _Tensors:
 
     def __init__(self, model: onnx.ModelProto):
         graph = model.graph
-        self.constants: Dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        self.types: Dict[str, int] = {i.name: i.data_type for i in graph.initializer}
+        constants = constant_tensors(graph)
+        self.constants: Dict[str, np.ndarray] = {name: numpy_helper.to_array(t) for name, t in constants}
+        self.types: Dict[str, int] = {name: t.data_type for name, t in constants}
         for value in list(graph.input) + list(graph.output) + list(graph.value_info):
             self.types.setdefault(value.name, value.type.tensor_type.elem_type)
         self.consumers: Dict[str, List[onnx.NodeProto]] = {}
         self.producers: Dict[str, onnx.NodeProto] = {}
         for node in graph.node:
-            if node.op_type == "Constant":
-                for attr in node.attribute:
-                    if attr.name == "value":
-                        self.constants[node.output[0]] = numpy_helper.to_array(attr.t)
-                        self.types[node.output[0]] = attr.t.data_type
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
             for name in node.output:

@@ -102,6 +102,15 @@ class ReadinessReport:
                 "ops": dict(sorted(self.op_counts.items()))}
 
 
+def constant_tensors(graph: onnx.GraphProto) -> List[Any]:
+    """(name, TensorProto) of every build-time constant: initializers and Constant nodes' values."""
+    found = [(i.name, i) for i in graph.initializer]
+    for node in graph.node:
+        if node.op_type == "Constant":
+            found += [(node.output[0], attr.t) for attr in node.attribute if attr.name == "value"]
+    return found
+
+
 class _Graph:
     """Types, ranks and constant values of the tensors of one (shape-inferred) graph."""
 
@@ -119,13 +128,10 @@ class _Graph:
             self.types[value.name] = t.elem_type
             if t.HasField("shape"):
                 self.ranks[value.name] = len(t.shape.dim)
-        self.constants: Dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        for node in graph.node:
-            if node.op_type == "Constant":
-                for attr in node.attribute:
-                    if attr.name == "value":
-                        self.constants[node.output[0]] = numpy_helper.to_array(attr.t)
-                        self.types[node.output[0]] = attr.t.data_type
+        self.constants: Dict[str, Any] = {}
+        for name, tensor in constant_tensors(graph):
+            self.constants[name] = numpy_helper.to_array(tensor)
+            self.types[name] = tensor.data_type
         self.inputs = {i.name for i in graph.input}
         self.outputs = {o.name for o in graph.output}
 
