@@ -181,8 +181,6 @@ def build_plan(onnx_path: Path, spec: StageSpec, precision: str, pinned: Sequenc
                timing_cache: Optional[Path], optimization_level: int = 3) -> Tuple[bytes, List[str]]:
     """Serialized plan bytes and the layer names actually pinned to FP32 (TensorRT 10 API;
     the caller has made the target GPU current)."""
-    from .qdq_check import trt_int8_builder_flags, trt_int8_network_flags
-
     trt = require_tensorrt()
     if precision in ("fp16", "bf16"):
         require_weak_typing(trt, precision)               # before any build work: TensorRT 11 has none
@@ -219,6 +217,47 @@ def build_plan(onnx_path: Path, spec: StageSpec, precision: str, pinned: Sequenc
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
         _write_bytes(timing_cache, bytes(memoryview(cache.serialize())))     # IHostMemory: buffer protocol
     return bytes(memoryview(serialized)), pinned_layers
+
+
+def _strongly_typed_flag(trt) -> Optional[int]:
+    """``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` where this TensorRT (>= 10) has it, else None."""
+    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
+    flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+    return flag if major >= 10 else None
+
+
+def trt_int8_builder_flags(trt) -> List[Any]:
+    """The ``trt.BuilderFlag`` values to set when building an engine from a Q/DQ graph (qdq_check).
+
+    TensorRT 10 builds a network with Q/DQ layers by explicit quantization: the Q/DQ scales are the
+    INT8 ranges, there is no calibrator (IInt8Calibrator is deprecated since 10.1, "superseded by
+    explicit quantization"), and the developer guide ("Explicit Quantization") says precision-control
+    build flags "are not required and should not be specified"; it recommends a strongly typed
+    network (``1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)`` to ``create_network``),
+    in which every tensor keeps its ONNX type: the Q/DQ-wrapped layers run INT8, every float32 layer
+    (the FP32 head, warps, InstanceNorm) runs FP32 (TF32 where allowed). Setting FP16/INT8/BF16 on a
+    strongly typed network is an error. TensorRT 11 removes BuilderFlag.INT8/FP16 altogether.
+
+    So: no precision flag (an empty list) on TensorRT >= 10 with a strongly typed network. For a
+    weakly typed network on TensorRT 8.x-10.x, ``INT8`` was the switch that enabled any quantized
+    kernel ("to enable any quantized operations, the INT8 flag must be set", TensorRT 8 guide);
+    ``FP16`` additionally lets the non-quantized layers run in half precision (not measured here:
+    the FP32 policy of this export keeps them FP32, and FP16 would need the FP16 gate of
+    ``poserender verify``). That is what this returns when ``trt`` lacks strongly typed networks or
+    is older than 10 (``trt.__version__``): ``[trt.BuilderFlag.INT8]``.
+    Sources: docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/
+    quantized-types-explicit-quantization.html; .../api/c_api/deprecated.html;
+    .../api/migration/tensorrt-10x-to-11x-python-api-reference.html; Python API
+    NetworkDefinitionCreationFlag.STRONGLY_TYPED.
+    """
+    return [] if _strongly_typed_flag(trt) is not None else [trt.BuilderFlag.INT8]
+
+
+def trt_int8_network_flags(trt) -> int:
+    """``create_network`` flags for a Q/DQ graph: STRONGLY_TYPED where this TensorRT has it (>= 10),
+    else 0 (weakly typed, with :func:`trt_int8_builder_flags`'s INT8 flag)."""
+    flag = _strongly_typed_flag(trt)
+    return 0 if flag is None else 1 << int(flag)
 
 
 def require_weak_typing(trt, precision: str) -> None:

@@ -4,14 +4,13 @@ zero/inf/non-constant scale, wrong per-channel axis, per-channel activations, in
 contrib domain, quantized constants outside a linear layer) gives the finding it should."""
 from __future__ import annotations
 
-import types
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from poserender.export.qdq_check import check_qdq, check_qdq_model, trt_int8_builder_flags, trt_int8_network_flags
+from poserender.export.qdq_check import check_qdq, check_qdq_model
 
 
 def _graph(conv_axis=0, deconv_axis=1, act_scale=0.05, act_zp=0, zp_type=np.int8, weight_scale=None,
@@ -172,13 +171,3 @@ def test_a_graph_without_qdq_is_not_an_int8_graph():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     report = check_qdq_model(helper.make_model(graph))
     assert not report.ok and "no QuantizeLinear/DequantizeLinear" in report.summary()
-
-
-def test_builder_flags_follow_the_tensorrt_version():
-    flags = types.SimpleNamespace(INT8="INT8", FP16="FP16")
-    trt10 = types.SimpleNamespace(__version__="10.3.0", BuilderFlag=flags,
-                                  NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1))
-    assert trt_int8_builder_flags(trt10) == [] and trt_int8_network_flags(trt10) == 2
-    trt8 = types.SimpleNamespace(__version__="8.6.1", BuilderFlag=flags,
-                                 NetworkDefinitionCreationFlag=types.SimpleNamespace(EXPLICIT_BATCH=0))
-    assert trt_int8_builder_flags(trt8) == ["INT8"] and trt_int8_network_flags(trt8) == 0

@@ -273,3 +273,13 @@ def test_a_timing_cache_tensorrt_rejects_is_replaced_not_fatal(monkeypatch, tmp_
 def test_onnx_node_of_a_layer(metadata, name, node):
     layer = types.SimpleNamespace(metadata=metadata, name=name)
     assert trt_build._onnx_node_of(layer) == node
+
+
+def test_builder_flags_follow_the_tensorrt_version():
+    flags = types.SimpleNamespace(INT8="INT8", FP16="FP16")
+    trt10 = types.SimpleNamespace(__version__="10.3.0", BuilderFlag=flags,
+                                  NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1))
+    assert trt_build.trt_int8_builder_flags(trt10) == [] and trt_build.trt_int8_network_flags(trt10) == 2
+    trt8 = types.SimpleNamespace(__version__="8.6.1", BuilderFlag=flags,
+                                 NetworkDefinitionCreationFlag=types.SimpleNamespace(EXPLICIT_BATCH=0))
+    assert trt_build.trt_int8_builder_flags(trt8) == ["INT8"] and trt_build.trt_int8_network_flags(trt8) == 0
