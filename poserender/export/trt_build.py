@@ -387,9 +387,11 @@ def build_model(model_dir: Path, manifest: Dict[str, Any], engines: Sequence[Tup
         spec = StageSpec.from_dict(stage)
         facts = compat.current_facts(device)
         graph = graphs.get(stage_name, spec.file)
-        stage_precision = precision if graph != spec.file or precision != "int8" else "fp32"
-        model = onnx.load(str(model_dir / spec.file))
-        reasons = fp32_nodes(model) if stage_precision in ("fp16", "bf16") else OrderedDict()
+        # an int8 build builds the stages without a Q/DQ graph (the source stage) in FP32
+        stage_precision = "fp32" if precision == "int8" and stage_name not in graphs else precision
+        # the FP32 graph's nodes matter only to FP16/BF16 (what to pin, what to bisect)
+        model = onnx.load(str(model_dir / spec.file)) if stage_precision in ("fp16", "bf16") else None
+        reasons = fp32_nodes(model) if model is not None else OrderedDict()
         cache = timing_cache_file(timing_cache_dir, facts.gpu_name, facts.compute_capability,
                                   facts.tensorrt) if timing_cache_dir else None
         name = plan_file(stage_name, precision, device)
