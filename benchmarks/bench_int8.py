@@ -105,8 +105,8 @@ def compare_targets(model: Path, batches: Sequence[int], min_seconds: float, min
     from poserender.commands.export import calibration_data
     from poserender.config import Pose2ImgConfig
     from poserender.export.quality import frame_quality
-    from poserender.export.quantize import FEED_BUILDERS, INT8_TRT_KEY, _session
-    from poserender.manifest import INT8_KEY, read_manifest
+    from poserender.export.quantize import FEED_BUILDERS, _session
+    from poserender.manifest import INT8_KEY, INT8_TRT_KEY, read_manifest
 
     manifest = read_manifest(model)
     stages = {s["name"]: s for s in manifest["stages"]}
@@ -160,6 +160,7 @@ def compare_targets(model: Path, batches: Sequence[int], min_seconds: float, min
 def main_trt_target(quick: bool, method: str, results: Path, argv: List[str]) -> int:
     import os
     import platform
+    import time
 
     from poserender.bench import environment
     from poserender.cli import main as cli
@@ -171,9 +172,9 @@ def main_trt_target(quick: bool, method: str, results: Path, argv: List[str]) ->
     command = [sys.executable, "benchmarks/bench_int8.py", "--target", "trt", "--calibration-method", method,
                "--min-seconds", min_seconds] + (["--quick"] if quick else [])
     env = environment(command, os.cpu_count() or 1)
-    t0 = __import__("time").perf_counter()
+    t0 = time.perf_counter()
     _run(cli, export)
-    export_s = round(__import__("time").perf_counter() - t0, 1)
+    export_s = round(time.perf_counter() - t0, 1)
     result = {"benchmark": "INT8 frame stage: TensorRT-target (symmetric int8 Q/DQ) vs ORT-target (uint8 "
                            "activations) graph, both on ONNX Runtime CPU",
               "command": " ".join(shlex.quote(c) for c in command),

@@ -438,11 +438,9 @@ def add_int8_targets(model_dir: Path, data: CalibrationData, method: str = "auto
                                                 "calibrated ..." if reused else
                                                 f"calibrating the {stage_name} stage with {name} on "
                                                 f"{len(split.calibration)} frames ..."))
-                if t == "ort" and cache is None:
-                    quantize_graph(pre, graph, plans[t], feeds["calibration"], name, per_channel)
-                else:       # the calibrator records every tensor whatever the plan: the ranges serve both plans
-                    quantize_graph(pre, graph, plans[t], feeds["calibration"], name, per_channel, target=t,
-                                   calibration_cache=cache)
+                # the calibrator records every tensor whatever the plan: cached ranges serve both plans
+                quantize_graph(pre, graph, plans[t], feeds["calibration"], name, per_channel, target=t,
+                               calibration_cache=cache)
                 record = {"method": name, "calibrate_s": round(time.perf_counter() - t0, 1)}
                 if reused:
                     record["ranges"] = "reused from the int8 calibration (calibrated once)"

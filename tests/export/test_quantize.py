@@ -142,7 +142,8 @@ def test_auto_method_keeps_the_best_measured_psnr(int8_model, tmp_path):
                            {"note": "test"})
     calls = []
 
-    def stand_in(fp32_path, out_path, plan, feeds, method, per_channel=False):
+    def stand_in(fp32_path, out_path, plan, feeds, method, per_channel=False, target="ort", calibration_cache=None):
+        assert target == "ort" and calibration_cache is None         # one target: nothing to share
         calls.append((method, len(feeds)))
         shutil.copy(fp32_path if method == "percentile" else int8_graph, out_path)
     with pytest.MonkeyPatch.context() as patch:
