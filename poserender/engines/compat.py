@@ -14,6 +14,7 @@ decision is tested on a CPU with made-up machines.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
@@ -79,8 +80,10 @@ def _major(version: str) -> str:
     return str(version).split(".")[0]
 
 
-def _version_tuple(version: str):
-    return tuple(int(p) if p.isdigit() else p for p in str(version).split("."))
+def version_tuple(version: str) -> tuple:
+    """``"550.54.15"`` -> (550, 54, 15); each part's leading digits (``"23rc1"`` -> 23, none -> 0),
+    so versions with suffixes still compare."""
+    return tuple(int(re.match(r"\d*", part).group() or 0) for part in str(version).split("."))
 
 
 def machine_mismatches(recorded: Mapping[str, Any], facts: MachineFacts) -> List[Mismatch]:
@@ -98,7 +101,7 @@ def machine_mismatches(recorded: Mapping[str, Any], facts: MachineFacts) -> List
     if _major(recorded.get("cuda", "")) != _major(facts.cuda):
         out.append(Mismatch("cuda", recorded.get("cuda"), facts.cuda))
     try:
-        older_driver = _version_tuple(facts.driver) < _version_tuple(recorded.get("driver", ""))
+        older_driver = version_tuple(facts.driver) < version_tuple(recorded.get("driver", ""))
     except TypeError:               # unparsable version strings: compare as text
         older_driver = str(facts.driver) != str(recorded.get("driver"))
     if older_driver:

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import UserError
 from ..specs import StageSpec
 from .base import Engine
+from .compat import version_tuple
 
 Provider = Union[str, tuple]     # "CPUExecutionProvider" or (name, {option: value})
 
@@ -63,19 +64,11 @@ def tensorrt_providers(device: int, model_dir: Path, precision: str = "fp32",
 ORT_BF16_VERSION = (1, 23)
 
 
-def _version_tuple(version: str) -> tuple:
-    parts = []
-    for part in str(version).split(".")[:2]:
-        digits = "".join(c for c in part if c.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
 def _require_ort_bf16(version: Optional[str] = None) -> None:
     if version is None:
         import onnxruntime
         version = onnxruntime.__version__
-    if _version_tuple(version) < ORT_BF16_VERSION:
+    if version_tuple(version)[:2] < ORT_BF16_VERSION:
         raise UserError(f"--precision bf16 on the TensorRT execution provider needs onnxruntime-gpu >= "
                         f"{'.'.join(map(str, ORT_BF16_VERSION))} (trt_bf16_enable); this is {version}: "
                         "upgrade it, or use --precision fp16/fp32, or the trt backend")

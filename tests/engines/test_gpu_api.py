@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from poserender.engines import ort_engine
+from poserender.engines.compat import version_tuple
 from poserender.engines.trt_engine import check_io
 from poserender.errors import UserError
 from poserender.specs import StageSpec, TensorSpec, pose2img_stage_specs
@@ -82,7 +83,7 @@ def test_tensorrt_ep_option_keys_exist_in_this_onnxruntime(precision, tmp_path):
     import onnxruntime
 
     keys = set(re.findall(rb"trt_[a-z0-9_]+", _provider_library("tensorrt").read_bytes()))
-    if precision == "bf16" and ort_engine._version_tuple(onnxruntime.__version__) < ort_engine.ORT_BF16_VERSION:
+    if precision == "bf16" and version_tuple(onnxruntime.__version__)[:2] < ort_engine.ORT_BF16_VERSION:
         pytest.skip("bf16 is refused on this onnxruntime (tested above)")
     _, frame = pose2img_stage_specs(64, 64)
     options = ort_engine.tensorrt_providers(0, tmp_path, precision, frame)[0][1]
