@@ -221,9 +221,10 @@ def build_plan(onnx_path: Path, spec: StageSpec, precision: str, pinned: Sequenc
 
 def _strongly_typed_flag(trt) -> Optional[int]:
     """``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` where this TensorRT (>= 10) has it, else None."""
-    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
+    from ..engines.compat import version_tuple
+
     flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
-    return flag if major >= 10 else None
+    return flag if version_tuple(getattr(trt, "__version__", "0"))[0] >= 10 else None
 
 
 def trt_int8_builder_flags(trt) -> List[Any]:
