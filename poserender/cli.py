@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from . import __version__
+from . import __version__, signals
 
 # name -> "module:attribute" of a click command. One line per command; keep it sorted by name.
 COMMANDS = {
@@ -54,5 +54,12 @@ def main() -> None:
     """
 
 
-if __name__ == "__main__":  # pragma: no cover
+def run() -> None:
+    """The ``poserender`` executable: SIGTERM and SIGHUP clean up like Ctrl-C (poserender.signals),
+    then the command line. (In-process callers, e.g. tests, use ``main`` and keep their handlers.)"""
+    signals.install()
     main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

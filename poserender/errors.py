@@ -32,3 +32,10 @@ class BadFrame(UserError):
         self.kind = kind
         self.frame = frame
         super().__init__(message if frame is None else f"frame {frame}: {message}", path)
+
+
+class StageError(UserError):
+    """Something failed while running (an engine error, out of memory, a bug): one line naming what
+    and where, exit code 1 (the input was fine; a retry or a report may help)."""
+
+    exit_code = 1

@@ -115,6 +115,36 @@ def tcp_sender():
     return start
 
 
+@pytest.fixture(scope="session")
+def write_openpose_json():
+    """``write(path, rows)``: one OpenPose ``--face --hand`` JSON file for (137, 3) x/y/confidence rows."""
+    import json
+
+    def write(path: Path, rows: np.ndarray) -> Path:
+        person = {"pose_keypoints_2d": rows[:25].ravel().tolist(), "face_keypoints_2d": rows[25:95].ravel().tolist(),
+                  "hand_left_keypoints_2d": rows[95:116].ravel().tolist(),
+                  "hand_right_keypoints_2d": rows[116:].ravel().tolist()}
+        Path(path).write_text(json.dumps({"people": [person]}))
+        return Path(path)
+    return write
+
+
+@pytest.fixture(scope="session")
+def tiny_file_frames(tiny_inputs, tiny_model, tmp_path_factory):
+    """The tiny model's 6 frames of targets.npy rendered from the file (png), the reference that
+    stream tests compare their frames with."""
+    from click.testing import CliRunner
+
+    from poserender.cli import main
+
+    out = tmp_path_factory.mktemp("tiny_file_frames") / "frames"
+    result = CliRunner().invoke(main, ["render", str(tiny_model), "--source", str(tiny_inputs / "source.png"),
+                                       "--source-keypoints", str(tiny_inputs / "source.npy"), "--keypoints",
+                                       str(tiny_inputs / "targets.npy"), "-o", str(out), "--format", "png"])
+    assert result.exit_code == 0, result.output
+    return [cv2.imread(str(p)) for p in sorted(out.iterdir())]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Checkpoint exports made by `render CKPT` go to a per-session temp cache, never ~/.cache."""

@@ -123,7 +123,7 @@ def test_nan_frame_is_held_or_refused(tiny_inputs, tiny_model, tmp_path):
     assert not any(p.name.startswith(("err", ".err")) for p in tmp_path.iterdir())
 
 
-def test_missing_joints_render(tiny_inputs, tiny_model, tmp_path):
+def test_missing_joints_render(tiny_inputs, tiny_model, tmp_path, write_openpose_json):
     """OpenPose JSON with undetected joints (confidence 0) renders; those joints are excluded."""
     targets = np.load(tiny_inputs / "targets.npy")
     folder = tmp_path / "json"
@@ -134,10 +134,7 @@ def test_missing_joints_render(tiny_inputs, tiny_model, tmp_path):
         rows[list(OPENPOSE_TO_122), :2] = pose
         rows[list(OPENPOSE_TO_122), 2] = 0.9
         rows[[3, 4, 6, 7], :] = 0            # right elbow/wrist and left elbow undetected
-        person = {"pose_keypoints_2d": rows[:25].ravel().tolist(), "face_keypoints_2d": rows[25:95].ravel().tolist(),
-                  "hand_left_keypoints_2d": rows[95:116].ravel().tolist(),
-                  "hand_right_keypoints_2d": rows[116:].ravel().tolist()}
-        (folder / f"clip_{t:012d}_keypoints.json").write_text(json.dumps({"people": [person]}))
+        write_openpose_json(folder / f"clip_{t:012d}_keypoints.json", rows)
     result = run("render", tiny_model, "--source", tiny_inputs / "source.png", "--source-keypoints",
                  tiny_inputs / "source.npy", "--keypoints", folder, "-o", tmp_path / "out", "--format", "png")
     assert result.exit_code == 0, result.output

@@ -254,13 +254,9 @@ def write_plot(result: Dict[str, Any], path: Path) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from ..fileio import temp_file_beside
+    from ..fileio import write_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file_beside(path)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text, f"the bench {path.suffix.lstrip('.') or 'result'}")
 
 
 def _backends(text: str) -> List[str]:
@@ -341,6 +337,11 @@ def bench(model, backend, batches, stages, precisions, resolutions, devices, rep
             import matplotlib  # noqa: F401
         except ImportError:
             raise UserError("--plot needs matplotlib (pip install 'poserender[bench]')") from None
+    from ..fileio import check_writable
+
+    for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot_path)):
+        if path:        # before the grid runs, not after
+            check_writable(path, f"the {option} result")
     models, skipped = prepare_models(model, config, scale, warp_mode,
                                      measure.parse_ints(resolutions, "--resolution") if resolutions else None)
     result = measure.run_bench(models, grid, method,
@@ -354,7 +355,6 @@ def bench(model, backend, batches, stages, precisions, resolutions, devices, rep
                         (csv_path, lambda p: _write_text(p, to_csv(result))),
                         (plot_path, lambda p: write_plot(result, p))):
         if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
             write(Path(path))
     ok = [r for r in result["rows"] if r["status"] == "ok" and not r.get("is_baseline")]
     best = max(ok, key=lambda r: r["fps"], default=None)

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import click
 
+from .. import signals
+from ..cache import cache_root
 from ..errors import UserError
+from ..fileio import os_error_reason
 
 WARP_CHOICES = ("legacy", "exact")
 
@@ -21,24 +24,25 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def user_errors(fn):
-    """Turn UserError into one line + exit 2; Ctrl-C into exit 130 (outputs are already cleaned up)."""
+    """Turn UserError into one line + exit 2; Ctrl-C, SIGTERM and SIGHUP into 128 + the signal
+    (130, 143, 129; outputs are already cleaned up by then)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
             fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
+        except KeyboardInterrupt as exc:
+            code = signals.exit_code(exc)
+            fail(f"interrupted ({signal.Signals(code - 128).name}); no partial output was kept", code)
+        except OSError as exc:      # the disk, not poserender: full, ulimit -f, read-only, a vanished folder
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            fail(f"{where}a file operation failed ({os_error_reason(exc)})", 2)
     return wrapper
 
 
 def log(message: str) -> None:
     click.echo(message, err=True)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("POSERENDER_CACHE", Path.home() / ".cache" / "poserender"))
 
 
 def load_config(config: Optional[str], scale: Optional[float]):

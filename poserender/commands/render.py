@@ -63,6 +63,9 @@ def summary_lines(result, output: str, precision: Optional[str] = None) -> list:
     if counts.bad:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.bad.items()))
         lines.append(f"bad frames: {kinds} (held {counts.held}, skipped {counts.skipped})")
+    if counts.discontinuities:
+        lines.append(f"discontinuities: {counts.discontinuities} (index jumps over --max-gap; "
+                     f"{counts.unfilled} missing indices not filled)")
     if report.realtime is not None:
         rt = report.realtime
         first = "n/a" if rt["first_frame_delay_ms"] is None else f"{rt['first_frame_delay_ms']:.0f} ms"
@@ -78,7 +81,8 @@ def render_model(model_dir: Path, backend: str, *, source_image, source_keypoint
                  on_bad_frame: str = "hold", max_frames: Optional[int] = None, max_wait_ms: float = 50.0,
                  devices: Optional[str] = None, replicate: bool = False, realtime: bool = False,
                  late: str = "hold", follow: bool = False, follow_timeout: float = 10.0, preview=None,
-                 preview_every: int = 25, metrics=None, codec: str = "auto", precision: Optional[str] = None):
+                 preview_every: int = 25, metrics=None, codec: str = "auto", precision: Optional[str] = None,
+                 max_gap: Optional[int] = None, idle_timeout: float = 30.0):
     """Render through the streaming pipeline and print the summary (stderr when stdout has frames).
     ``precision``: fp16/bf16 on the GPU backends, int8 on ort-cpu (the model's INT8 graphs)."""
     from ..runtime.pipeline import StreamOptions
@@ -91,14 +95,14 @@ def render_model(model_dir: Path, backend: str, *, source_image, source_keypoint
         stage_engines(Path(model_dir), read_manifest(model_dir), backend, precision=precision)
     options = StreamOptions(batch=batch, max_wait_ms=max_wait_ms, on_bad_frame=on_bad_frame,
                             devices=parse_devices(devices), replicate=replicate, fps=fps, realtime=realtime,
-                            late=late, max_frames=max_frames)
+                            late=late, max_frames=max_frames, max_gap=max_gap)
     progress = StreamProgress()
     try:
         result = render_stream(model_dir, backend, source_image=source_image, source_keypoints=source_keypoints,
                                source_parsing=source_parsing, keypoints=keypoints, output=output, fmt=fmt, fps=fps, audio=audio, codec=codec,
                                options=options, follow=follow, follow_timeout=follow_timeout, preview=preview,
                                preview_every=preview_every, metrics_path=metrics, log=log, progress=progress,
-                               precision=None if precision == "fp32" else precision)
+                               precision=None if precision == "fp32" else precision, idle_timeout=idle_timeout)
     finally:
         progress.finish()
     to_stdout = str(output) == "-"
@@ -109,7 +113,7 @@ def render_model(model_dir: Path, backend: str, *, source_image, source_keypoint
     if to_stdout and getattr(result.report.sink, "format", None) == "raw":
         _quiet_stdout()
     if result.report.interrupted:
-        sys.exit(130)
+        sys.exit(result.report.exit_code)
     return result
 
 
@@ -155,6 +159,12 @@ def _quiet_stdout() -> None:
               help="NaN/inf, wrong joint count, undecodable or missing frames: repeat the last good pose, "
                    "drop the frame, or stop.")
 @click.option("--max-frames", type=int, help="Render only the first N input frames.")
+@click.option("--max-gap", type=int, help="Fill at most this many missing frame indices with bad frames; a longer "
+                                          "jump is a discontinuity: counted, not filled. Default: 5 s of frames "
+                                          "at --fps (75 at 15 fps).")
+@click.option("--idle-timeout", default=30.0, show_default=True,
+              help="TCP input: end the stream when the client sends nothing for this many seconds (and drop a "
+                   "connection that sends no record for that long).")
 @click.option("--devices", help="Where the stages run, e.g. cpu (default), 0, 0,1; with --replicate "
                                 "cpu,cpu gives two CPU frame workers.")
 @click.option("--replicate", is_flag=True, help="One frame-stage worker per listed device (frames dealt out, "
@@ -173,7 +183,8 @@ def _quiet_stdout() -> None:
 @psc_render_options
 @user_errors
 def render(model, source, source_keypoints, keypoints, output, config, scale, warp_mode, backend, precision, fmt, fps,
-           audio, codec, batch, max_wait_ms, on_bad_frame, max_frames, devices, replicate, realtime, late,
+           audio, codec, batch, max_wait_ms, on_bad_frame, max_frames, max_gap, idle_timeout, devices, replicate,
+           realtime, late,
            follow, follow_timeout, preview, preview_every, metrics, psc_data, t_values, panels, source_parsing,
            key_poses, frames, aa_norm) -> None:
     """Render KEYPOINTS with the appearance of SOURCE, through the streaming pipeline.
@@ -199,6 +210,10 @@ def render(model, source, source_keypoints, keypoints, output, config, scale, wa
         raise UserError(f"--fps {fps:g} and --batch {batch} must be positive")
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames {max_frames}; expected at least 1")
+    if max_gap is not None and max_gap < 0:
+        raise UserError(f"--max-gap {max_gap}; expected a number of frames >= 0")
+    if not idle_timeout > 0:
+        raise UserError(f"--idle-timeout {idle_timeout:g}; expected a positive number of seconds")
     for option, value in (("--source", source), ("--source-keypoints", source_keypoints),
                           ("--source-parsing", source_parsing), ("--psc-data", psc_data),
                           ("--keypoints", keypoints), ("--audio", audio)):
@@ -208,7 +223,8 @@ def render(model, source, source_keypoints, keypoints, output, config, scale, wa
     stream = dict(output=output, fmt=fmt, fps=fps, audio=Path(audio) if audio else None, batch=batch,
                   on_bad_frame=on_bad_frame, max_frames=max_frames, max_wait_ms=max_wait_ms, devices=devices,
                   replicate=replicate, realtime=realtime, late=late, follow=follow, follow_timeout=follow_timeout,
-                  preview=preview, preview_every=preview_every, metrics=metrics, codec=codec, precision=precision)
+                  preview=preview, preview_every=preview_every, metrics=metrics, codec=codec, precision=precision,
+                  max_gap=max_gap, idle_timeout=idle_timeout)
     if family == "psc":
         if source_keypoints:
             raise UserError("--source-keypoints is for pose2img models; a PSC model takes --source-parsing "

@@ -109,13 +109,31 @@ class OrtEngine(Engine):
         options.log_severity_level = 3
         if _name(self.providers[0]) == "TensorrtExecutionProvider":
             Path(dict(self.providers[0][1])["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=self.providers)
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), options, providers=self.providers)
+        except Exception as exc:    # truncated, foreign or hand-edited graph: ORT's own text is one line of it
+            detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise UserError(f"ONNX Runtime cannot load this graph of stage {self.spec.name!r} ({detail[:240]}); "
+                            "re-export the model (poserender export)", self.onnx_path) from None
+        self._check_io()
         used = self.session.get_providers()
         if _name(self.providers[0]) not in used:      # e.g. CUDA libraries not found: ORT falls back quietly
             raise UserError(f"onnxruntime could not start {_name(self.providers[0])} (running on {', '.join(used)}); "
                             "check the CUDA/cuDNN/TensorRT libraries with `poserender doctor`", self.onnx_path)
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._device = ("cuda", self.device_id) if self.device_id is not None else ("cpu", 0)
+
+    def _check_io(self) -> None:
+        """The graph must have the stage's inputs and outputs (a graph of another stage or model
+        loads fine in ONNX Runtime and fails only at the first frame otherwise)."""
+        have_in = {i.name for i in self.session.get_inputs()}
+        have_out = {o.name for o in self.session.get_outputs()}
+        missing = [t.name for t in self.spec.inputs if t.name not in have_in] + \
+                  [t.name for t in self.spec.outputs if t.name not in have_out]
+        if missing:
+            self.session = None
+            raise UserError(f"this graph lacks stage {self.spec.name!r}'s tensors {', '.join(missing)} (it has inputs "
+                            f"{', '.join(sorted(have_in))}); re-export the model (poserender export)", self.onnx_path)
 
     def run_bound(self, feed: Dict[str, Any]) -> Dict[str, Any]:
         """IO-bound run: values are numpy arrays or OrtValues (kept where they are); the

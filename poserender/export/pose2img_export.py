@@ -15,7 +15,7 @@ import torch
 from .. import __version__
 from ..config import Pose2ImgConfig
 from ..errors import UserError
-from ..fileio import temp_dir_beside
+from ..fileio import check_writable, output_error, temp_dir_beside
 from ..keypoints.template import gesture_sequence, template_pose
 from ..manifest import MANIFEST, sha256_file
 from ..models.checkpoint import load_generator
@@ -62,7 +62,7 @@ def export_generator(generator: Pose2ImgGenerator, config: Pose2ImgConfig, out_d
     (source_spec, source_module), (frame_spec, frame_module) = pose2img_stages(generator, geometry)
     deploy = dict((spec.name, module) for spec, module in pose2img_stages(fuse_upsample_convs(generator), geometry))
     source_feed, target_feed = verification_inputs(geometry.height, geometry.width)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir, "the exported model")
     work = temp_dir_beside(out_dir)
     try:
         stages = []
@@ -100,6 +100,8 @@ def export_generator(generator: Pose2ImgGenerator, config: Pose2ImgConfig, out_d
             "stages": stages,
         }
         return publish(work, out_dir, manifest)
+    except OSError as exc:     # disk full, ulimit -f, ...: nothing is left behind
+        raise output_error(exc, out_dir, "the exported model") from None
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

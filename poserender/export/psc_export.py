@@ -20,7 +20,7 @@ import torch
 
 from .. import __version__
 from ..errors import UserError
-from ..fileio import temp_dir_beside
+from ..fileio import check_writable, output_error, temp_dir_beside
 from ..keypoints.coco18 import template_pose
 from ..manifest import MANIFEST, sha256_file
 from .trt_check import check_onnx
@@ -114,7 +114,7 @@ def export_psc(checkpoint_dir: Union[str, Path], out_dir: Union[str, Path], aa_n
     log(f"exporting PSC nets from {checkpoint_dir} (AA-Net BatchNorm: {aa_norm}) to {out_dir}")
     stages = psc_stages(pm, aa, ct, height, width, sigma)
     feeds = verification_feeds(height, width)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir, "the exported model")
     work = temp_dir_beside(out_dir)
     try:
         entries, fp32_layers, outputs = [], {}, {}
@@ -173,6 +173,8 @@ def export_psc(checkpoint_dir: Union[str, Path], out_dir: Union[str, Path], aa_n
             "stages": entries,
         }
         return publish(work, out_dir, manifest)
+    except OSError as exc:     # disk full, ulimit -f, ...: nothing is left behind
+        raise output_error(exc, out_dir, "the exported model") from None
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

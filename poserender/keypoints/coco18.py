@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import UserError
+from .validate import NAN, sequence_problems
 
 PathLike = Union[str, Path]
 N_COCO18 = 18
@@ -36,20 +37,29 @@ MISSING = -1.0
 @dataclasses.dataclass(frozen=True, eq=False)
 class Coco18Sequence:
     """N poses: ``xy`` float64 (N, 18, 2) canvas pixels, ``valid`` bool (N, 18); ``bad`` marks frames
-    that cannot be used (NaN/inf, nobody detected), with a reason per index."""
+    that cannot be used (NaN/inf or out-of-range values, nobody detected), with a reason and a kind
+    (``nan``, ``range``, ``empty``) per row; ``index`` int64 (N,) the frame numbers (an OpenPose
+    folder with a missing file jumps there; otherwise 0..N-1)."""
 
     xy: np.ndarray
     valid: np.ndarray
     path: str
     bad: np.ndarray
     bad_reasons: Dict[int, str] = dataclasses.field(default_factory=dict)
+    bad_kinds: Dict[int, str] = dataclasses.field(default_factory=dict)
+    index: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        if self.index is None:
+            object.__setattr__(self, "index", np.arange(len(self.xy), dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
 
     def head(self, n: int) -> "Coco18Sequence":
         return Coco18Sequence(self.xy[:n], self.valid[:n], self.path, self.bad[:n],
-                              {k: v for k, v in self.bad_reasons.items() if k < n})
+                              {k: v for k, v in self.bad_reasons.items() if k < n},
+                              {k: v for k, v in self.bad_kinds.items() if k < n}, self.index[:n])
 
 
 def _float(cell: str, path: Path, row: int, col: int, nonfinite_ok: bool = False) -> float:
@@ -67,16 +77,27 @@ def _float(cell: str, path: Path, row: int, col: int, nonfinite_ok: bool = False
 def read_psc_csv(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     """Every pose of a PSC csv: rows in pairs (x row, y row), each an index column then 18 numbers
     (quirk pose-csv). Returns xy float64 (N, 18, 2) and valid bool (N, 18). Anything else
-    (non-numbers, NaN/inf, a wrong column count, an odd row count, no rows) is a UserError."""
+    (non-numbers, NaN/inf, a coordinate out of range, a wrong column count, an odd row count, no
+    rows) is a UserError."""
     xy, valid, _ = _parse_psc_csv(Path(path), nonfinite_ok=False)
+    problems = sequence_problems(xy)
+    if problems:
+        pose, (_, reason) = next(iter(problems.items()))
+        raise UserError(f"pose {pose + 1}: {reason}", path)
     return xy, valid
 
 
-def read_psc_csv_stream(path: PathLike) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_psc_csv_stream(path: PathLike) -> Tuple[np.ndarray, np.ndarray, Dict[int, Tuple[str, str]]]:
     """:func:`read_psc_csv` for a pose stream, where one bad pose must not stop the others: a
-    NaN/inf cell makes its pose bad, with every joint missing. Returns xy, valid and bad (N,) bool;
-    every other defect is refused the same way."""
-    return _parse_psc_csv(Path(path), nonfinite_ok=True)
+    NaN/inf cell or an out-of-range coordinate makes its pose bad, with every joint missing.
+    Returns xy, valid and {pose: (kind, reason)} of the bad poses; every other defect is refused
+    the same way."""
+    xy, valid, bad = _parse_psc_csv(Path(path), nonfinite_ok=True)
+    problems = {int(i): (NAN, "NaN/inf coordinates") for i in np.flatnonzero(bad)}
+    problems.update(sequence_problems(np.where(bad[:, None, None], 0.0, xy)))
+    for i in problems:
+        xy[i], valid[i] = MISSING, False
+    return xy, valid, problems
 
 
 def _parse_psc_csv(path: Path, nonfinite_ok: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,21 +164,27 @@ def body25_to_coco18(rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _sequence_from_openpose(rows: np.ndarray, present: np.ndarray, path: PathLike,
-                            reasons: Dict[int, str]) -> Coco18Sequence:
-    xy, valid = body25_to_coco18(rows)
-    finite = np.isfinite(rows).all(axis=(-1, -2))
-    bad = ~present | ~finite | ~valid.any(axis=-1)
-    reasons = dict(reasons)
+                            index: Optional[np.ndarray] = None) -> Coco18Sequence:
+    """OpenPose rows (N, 18|25|137, 3) -> poses; a row that fails the value check, or where nobody
+    was detected (not ``present``, or no joint with confidence), is a bad frame."""
+    problems = sequence_problems(rows[..., :2], rows[..., 2])
+    xy, valid = body25_to_coco18(np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0))
+    bad = ~present | ~valid.any(axis=-1)
+    bad[list(problems)] = True
+    kinds = {t: kind for t, (kind, _) in problems.items()}
+    reasons = {t: reason for t, (_, reason) in problems.items()}
     for i in np.flatnonzero(bad):
-        reasons.setdefault(int(i), "NaN/inf coordinates" if not finite[i] else "no person detected")
+        kinds.setdefault(int(i), "empty")
+        reasons.setdefault(int(i), "no person detected")
     xy = np.where(bad[:, None, None], MISSING, xy)
-    return Coco18Sequence(xy, valid & ~bad[:, None], str(path), bad, reasons)
+    return Coco18Sequence(xy, valid & ~bad[:, None], str(path), bad, reasons, kinds, index)
 
 
 def read_pose_stream(path: PathLike) -> Coco18Sequence:
     """A pose sequence for PSC: a csv (one or more poses), a folder of csv files (name order), a
     folder of OpenPose JSON files or one JSON (BODY_25 or COCO ``pose_keypoints_2d``), or an
-    ``.npy`` of OpenPose rows ((3, 137), (T, 3, 137), (T, 25, 3), (T, 18, 3)) or COCO-18 xy (T, 18, 2)."""
+    ``.npy`` of OpenPose rows ((3, 137), (T, 3, 137), (T, 25, 3), (T, 18, 3)) or COCO-18 xy (T, 18, 2).
+    A pose that fails the value check (NaN/inf, out of range) is a bad frame, not an error."""
     from .readers import _natural_key, _read_json_doc, openpose_json_files
 
     path = Path(path)
@@ -166,35 +193,43 @@ def read_pose_stream(path: PathLike) -> Coco18Sequence:
     if path.is_dir():
         csvs = sorted((p for p in path.iterdir() if p.suffix.lower() == ".csv"), key=lambda p: _natural_key(p.name))
         if csvs:
-            parts = [read_psc_csv(p) for p in csvs]
-            xy = np.concatenate([p[0] for p in parts])
-            valid = np.concatenate([p[1] for p in parts])
-            return Coco18Sequence(xy, valid, str(path), np.zeros(len(xy), bool))
-        files, reasons = openpose_json_files(path)
-        return _openpose_files(files, reasons, path, _read_json_doc)
+            return _csv_stream(path, csvs)
+        numbered = openpose_json_files(path)
+        return _openpose_files([f for _, f in numbered], path, _read_json_doc,
+                               np.array([n for n, _ in numbered], dtype=np.int64))
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        xy, valid = read_psc_csv(path)
-        return Coco18Sequence(xy, valid, str(path), np.zeros(len(xy), bool))
+        return _csv_stream(path, [path])
     if suffix == ".json":
-        return _openpose_files([path], {}, path, _read_json_doc)
+        return _openpose_files([path], path, _read_json_doc)
     if suffix == ".npy":
         return _read_npy(path)
     raise UserError(f"unknown pose format {path.suffix!r}; expected .csv, .json, .npy or a folder", path)
 
 
-def _openpose_files(files: List[Optional[Path]], reasons: Dict[int, str], path: Path, read_doc) -> Coco18Sequence:
+def _csv_stream(path: Path, files: List[Path]) -> Coco18Sequence:
+    """The poses of PSC csv files in order, a bad pose kept as a bad frame (with its file's name)."""
+    xys, valids, reasons, kinds, offset = [], [], {}, {}, 0
+    for f in files:
+        xy, valid, problems = read_psc_csv_stream(f)
+        for k, (kind, reason) in problems.items():
+            reasons[offset + k], kinds[offset + k] = f"{reason} in {f.name}", kind
+        xys.append(xy), valids.append(valid)
+        offset += len(xy)
+    bad = np.zeros(offset, bool)
+    bad[list(kinds)] = True
+    return Coco18Sequence(np.concatenate(xys), np.concatenate(valids), str(path), bad, reasons, kinds)
+
+
+def _openpose_files(files: List[Path], path: Path, read_doc, index: Optional[np.ndarray] = None) -> Coco18Sequence:
     rows = np.zeros((len(files), 25, 3))
     present = np.zeros(len(files), bool)
     for t, file in enumerate(files):
-        if file is None:
-            continue
         doc = read_doc(file)
         people = doc.get("people") if isinstance(doc, dict) else None
         if not isinstance(people, list):
             raise UserError("has no 'people' list; expected an OpenPose keypoints JSON", file)
         if not people:
-            reasons.setdefault(t, "no person detected")
             continue
         try:
             body = np.asarray(people[0].get("pose_keypoints_2d", []), dtype=np.float64)
@@ -208,7 +243,7 @@ def _openpose_files(files: List[Optional[Path]], reasons: Dict[int, str], path: 
                             "54 (COCO), as (x, y, confidence) triples", file)
         rows[t] = body.reshape(25, 3)
         present[t] = True
-    return _sequence_from_openpose(rows, present, path, reasons)
+    return _sequence_from_openpose(rows, present, path, index)
 
 
 def _read_npy(path: Path) -> Coco18Sequence:
@@ -227,13 +262,14 @@ def _read_npy(path: Path) -> Coco18Sequence:
     if arr.shape[1:] == (3, 137):
         arr = np.swapaxes(arr, 1, 2)
     if arr.shape[1:] in ((25, 3), (N_COCO18, 3), (137, 3)):
-        return _sequence_from_openpose(arr, np.ones(len(arr), bool), path, {})
+        return _sequence_from_openpose(arr, np.ones(len(arr), bool), path)
     if arr.shape[1:] == (N_COCO18, 2):
-        valid = (arr[..., 0] != MISSING) & (arr[..., 1] != MISSING)
-        finite = np.isfinite(arr).all(axis=(1, 2))
-        reasons = {int(i): "NaN/inf coordinates" for i in np.flatnonzero(~finite)}
-        return Coco18Sequence(np.where(finite[:, None, None], arr, MISSING), valid & finite[:, None], str(path),
-                              ~finite, reasons)
+        problems = sequence_problems(arr)
+        bad = np.zeros(len(arr), bool)
+        bad[list(problems)] = True
+        valid = (arr[..., 0] != MISSING) & (arr[..., 1] != MISSING) & ~bad[:, None]
+        return Coco18Sequence(np.where(bad[:, None, None], MISSING, arr), valid, str(path), bad,
+                              {t: r for t, (_, r) in problems.items()}, {t: k for t, (k, _) in problems.items()})
     raise UserError(f"array has shape {arr.shape}; expected {expected}", path)
 
 

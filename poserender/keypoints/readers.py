@@ -2,11 +2,14 @@
 SOURCE-IMAGE pixels (the full video frame, e.g. 1280x720 for Oliver, before the crop), and move
 them onto the network canvas with :func:`canvas_transform`.
 
-Bad input policy (DESIGN.md, "Inputs and bad input"): a problem with the whole file (missing,
+Bad input policy (docs/streaming.md, "Bad frames"): a problem with the whole file (missing,
 unreadable, wrong key, wrong shape, no frames, wrong joint count) raises :class:`UserError` with
-one line naming the file. A frame with NaN/inf coordinates is not fatal: it is marked in
-``bad`` (with a reason in ``bad_reasons``), its coordinates are set to 0 and its joints to
-invalid, so the renderer can apply ``--on-bad-frame`` (default: hold the last good pose).
+one line naming the file. A frame whose values fail :mod:`.validate` (NaN/inf, or a coordinate
+beyond its range) is not fatal: it is marked in ``bad`` (with a reason in ``bad_reasons`` and a
+kind in ``bad_kinds``), its coordinates are set to 0 and its joints to invalid, so the renderer
+can apply ``--on-bad-frame`` (default: hold the last good pose). Frame numbers (``index``) are
+kept as the input gives them (an OpenPose folder with a missing file has a jump there); the
+stream's one gap policy decides what a jump means.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import numpy as np
 
 from ..config import Pose2ImgConfig
 from ..errors import BadFrame, UserError
+from .validate import frame_problem, sequence_problems
 from .layout import N_BODY25, N_FACE, N_HAND, N_JOINTS, N_NPZ_JOINTS, N_OPENPOSE, NECK, OPENPOSE_TO_122
 
 PathLike = Union[str, Path]
@@ -41,8 +45,11 @@ class KeypointSequence:
 
     ``xy``: float64 (T, 122, 2), (x, y) in source-image pixels (origin top-left, y down).
     ``valid``: bool (T, 122), False for joints the detector did not find and for bad frames.
-    ``bad``: bool (T,), frames that could not be used (NaN/inf, missing file); ``bad_reasons``
-    maps such a frame index to a short reason. ``fps`` is None when the file does not say.
+    ``bad``: bool (T,), frames that could not be used (NaN/inf or out-of-range values);
+    ``bad_reasons`` maps such a row to a short reason and ``bad_kinds`` to its kind (``nan``,
+    ``range``). ``index``: int64 (T,), each row's frame number counted from the first (an
+    OpenPose folder with a missing file jumps there; other inputs are 0..T-1). ``fps`` is None
+    when the file does not say.
     """
 
     xy: np.ndarray
@@ -51,6 +58,8 @@ class KeypointSequence:
     fps: Optional[float] = None
     bad: Optional[np.ndarray] = None
     bad_reasons: Dict[int, str] = dataclasses.field(default_factory=dict)
+    bad_kinds: Dict[int, str] = dataclasses.field(default_factory=dict)
+    index: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         t = self.xy.shape[0]
@@ -59,6 +68,8 @@ class KeypointSequence:
                              f"got {self.xy.shape} and {self.valid.shape}")
         if self.bad is None:
             object.__setattr__(self, "bad", np.zeros(t, dtype=bool))
+        if self.index is None:
+            object.__setattr__(self, "index", np.arange(t, dtype=np.int64))
 
     def __len__(self) -> int:
         return self.xy.shape[0]
@@ -90,33 +101,23 @@ def validate_frame(xy: np.ndarray, valid: np.ndarray, index: int, path: Optional
     if xy.shape != (N_JOINTS, 2) or valid.shape != (N_JOINTS,):
         raise BadFrame(f"keypoints have shape {xy.shape} (mask {valid.shape}); expected ({N_JOINTS}, 2)",
                        kind="shape", frame=index, path=path)
-    reason = _nonfinite_reason(xy)
-    if reason:
-        raise BadFrame(reason, kind="nan", frame=index, path=path)
-
-
-def _nonfinite_reason(frame_values: np.ndarray) -> Optional[str]:
-    """'3 NaN/inf values (joints 4, 5)' for a (122, C) frame, or None if all are finite."""
-    bad = ~np.isfinite(frame_values)
-    if not bad.any():
-        return None
-    joints = np.flatnonzero(bad.any(axis=-1))
-    shown = ", ".join(str(j) for j in joints[:8]) + (", ..." if len(joints) > 8 else "")
-    return f"{int(bad.sum())} NaN/inf values (joints {shown})"
+    problem = frame_problem(xy)
+    if problem:
+        raise BadFrame(problem[1], kind=problem[0], frame=index, path=path)
 
 
 def _sequence(xy: np.ndarray, valid: np.ndarray, path: PathLike, conf: Optional[np.ndarray] = None,
-              bad_reasons: Optional[Dict[int, str]] = None) -> KeypointSequence:
-    """Mark NaN/inf frames of (T, 122, 2) ``xy`` (and (T, 122) ``conf``) bad: xy 0, valid False."""
-    reasons = dict(bad_reasons or {})
-    values = xy if conf is None else np.concatenate([xy, conf[..., None]], axis=-1)
-    for t in np.flatnonzero(~np.isfinite(values).all(axis=(1, 2))):
-        reasons.setdefault(int(t), _nonfinite_reason(values[t]))
+              index: Optional[np.ndarray] = None) -> KeypointSequence:
+    """Mark the frames of (T, 122, 2) ``xy`` (and (T, 122) ``conf``) that fail the value check bad:
+    xy 0, valid False, with their reason and kind."""
+    problems = sequence_problems(xy, conf)
     bad = np.zeros(len(xy), dtype=bool)
-    bad[list(reasons)] = True
+    bad[list(problems)] = True
     xy = np.where(bad[:, None, None], 0.0, xy)
     valid = valid & ~bad[:, None]
-    return KeypointSequence(xy=xy, valid=valid, path=str(path), bad=bad, bad_reasons=reasons)
+    return KeypointSequence(xy=xy, valid=valid, path=str(path), bad=bad,
+                            bad_reasons={t: reason for t, (_, reason) in problems.items()},
+                            bad_kinds={t: kind for t, (kind, _) in problems.items()}, index=index)
 
 
 def openpose_validity(xy: np.ndarray, conf: Optional[np.ndarray]) -> np.ndarray:
@@ -265,22 +266,22 @@ def _natural_key(name: str) -> List[Union[int, str]]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def openpose_json_files(folder: Path) -> Tuple[List[Optional[Path]], Dict[int, str]]:
-    """The JSON files of an OpenPose output folder in frame order, a missing frame number as None
-    (with its reason); see :func:`_ordered_json_files`."""
-    return _ordered_json_files(Path(folder))
+def openpose_json_files(folder: Path) -> List[Tuple[int, Path]]:
+    """The JSON files of an OpenPose output folder in frame order, each with its frame number
+    counted from the first.
 
-
-def _ordered_json_files(folder: Path) -> Tuple[List[Optional[Path]], Dict[int, str]]:
-    """Files in frame order. With OpenPose names (``*_<frame>_keypoints.json``) a gap in the frame
-    numbers becomes a ``None`` slot (a bad frame) so later frames keep their time; otherwise the
-    files are in natural sort order."""
+    With OpenPose names (``*_<frame>_keypoints.json``) the number comes from the name, so a
+    missing file leaves a jump (the stream's gap policy decides what it means; nothing here
+    allocates per missing frame, so 0 and 100000000 in one folder are two entries); otherwise the
+    files are numbered 0, 1, ... in natural sort order.
+    """
+    folder = Path(folder)
     files = [p for p in folder.iterdir() if p.suffix.lower() == ".json" and p.is_file()]
     if not files:
         raise UserError("folder has no .json files; expected OpenPose keypoints JSON, one per frame", folder)
     numbers = [_OPENPOSE_FRAME.search(p.name) for p in files]
     if not all(numbers):
-        return sorted(files, key=lambda p: _natural_key(p.name)), {}
+        return list(enumerate(sorted(files, key=lambda p: _natural_key(p.name))))
     by_frame: Dict[int, Path] = {}
     for match, p in zip(numbers, files):
         frame = int(match.group(1))
@@ -289,29 +290,27 @@ def _ordered_json_files(folder: Path) -> Tuple[List[Optional[Path]], Dict[int, s
                             "expected one OpenPose JSON per frame", folder)
         by_frame[frame] = p
     first = min(by_frame)
-    slots = [by_frame.get(f) for f in range(first, max(by_frame) + 1)]
-    missing = {i: f"no JSON file for frame {first + i}" for i, p in enumerate(slots) if p is None}
-    return slots, missing
+    return [(frame - first, by_frame[frame]) for frame in sorted(by_frame)]
 
 
 def read_openpose_json(path: PathLike) -> KeypointSequence:
     """OpenPose ``--face --hand`` output: a folder of per-frame JSON files, or one JSON file.
 
     Uses ``people[0]`` (OpenPose's first detection) of each frame; a frame with no people gives
-    all joints invalid. Coordinates are source-image pixels as OpenPose writes them.
+    all joints invalid. Coordinates are source-image pixels as OpenPose writes them; ``index``
+    holds the frame numbers (a missing file is a jump, see :func:`openpose_json_files`).
     """
     path = Path(path)
     if not path.exists():
         raise UserError("not found; expected an OpenPose JSON file or a folder of them", path)
-    files, reasons = _ordered_json_files(path) if path.is_dir() else ([path], {})
-    rows = np.zeros((len(files), 3, N_OPENPOSE))
-    for t, file in enumerate(files):
-        if file is not None:
-            frame_rows = openpose_rows(_read_json_doc(file), file)
-            if frame_rows is not None:
-                rows[t] = frame_rows
+    numbered = openpose_json_files(path) if path.is_dir() else [(0, path)]
+    rows = np.zeros((len(numbered), 3, N_OPENPOSE))
+    for t, (_, file) in enumerate(numbered):
+        frame_rows = openpose_rows(_read_json_doc(file), file)
+        if frame_rows is not None:
+            rows[t] = frame_rows
     xy, valid = openpose137_to_122(rows)
-    return _sequence(xy, valid, path, rows[:, 2, _MAP], reasons)
+    return _sequence(xy, valid, path, rows[:, 2, _MAP], np.array([n for n, _ in numbered], dtype=np.int64))
 
 
 def read_keypoints(path: PathLike, config: Pose2ImgConfig, batch_index: int = 0) -> KeypointSequence:

@@ -27,8 +27,9 @@ from ..config import Pose2ImgConfig
 from ..engines.base import Engine
 from ..errors import BadFrame, UserError
 from ..keypoints import OPENPOSE_TO_122, canvas_transform, read_keypoints
-from ..keypoints.coco18 import BODY25_TO_COCO18, MISSING, N_COCO18, Coco18Sequence, read_psc_csv_stream
+from ..keypoints.coco18 import BODY25_TO_COCO18, MISSING, N_COCO18
 from ..keypoints.layout import N_JOINTS, N_OPENPOSE
+from ..keypoints.validate import frame_problem
 from .render import load_source_image, load_source_keypoints
 from .sources import Coco18FileSource, Frame, FrameSource, OpenPoseFolderSource, SequenceSource
 
@@ -114,8 +115,9 @@ class Pose2ImgAdapter(_KeypointBatches):
         elif xy.shape[0] != N_JOINTS:
             raise BadFrame(f"{xy.shape[0]} joints; expected {N_OPENPOSE} (OpenPose body+face+hands) "
                            f"or {N_JOINTS}", kind="shape", frame=frame.index)
-        if not np.isfinite(xy).all():
-            raise BadFrame(f"{int((~np.isfinite(xy)).sum())} NaN/inf coordinates", kind="nan", frame=frame.index)
+        problem = frame_problem(xy)         # sources check too; an array source may not have
+        if problem is not None:
+            raise BadFrame(problem[1], kind=problem[0], frame=frame.index)
         if not valid.any():
             raise BadFrame("no person detected (no valid joint)", kind="empty", frame=frame.index)
         return canvas_transform(xy, self.config).astype(np.float32), valid.astype(np.float32)
@@ -147,14 +149,9 @@ class PSCAdapter(_KeypointBatches):
         self._identity: Optional[Feed] = None
 
     def open_file(self, path: Path, fps: float) -> FrameSource:
-        """PSC csv (a file or a folder of them; a pose with a NaN/inf value is a bad frame, not an
-        error), OpenPose JSON (folder or file) or .npy."""
-        path = Path(path)
-        csvs = [path] if path.suffix.lower() == ".csv" and path.is_file() else (
-            _natural_csvs(path) if path.is_dir() else [])
-        if csvs:
-            return _Coco18Source(_read_csv_stream(path, csvs), fps)
-        return Coco18FileSource(path, fps)
+        """PSC csv (a file or a folder of them; a pose with a NaN/inf or out-of-range value is a bad
+        frame, not an error), OpenPose JSON (folder or file) or .npy."""
+        return Coco18FileSource(Path(path), fps)
 
     def run_identity(self, engines: Mapping[str, Engine]) -> None:
         self._identity = engines["source"].infer({"source_image": self._image, "source_labels": self._labels})
@@ -168,39 +165,14 @@ class PSCAdapter(_KeypointBatches):
         elif xy.shape[0] != N_COCO18:
             raise BadFrame(f"{xy.shape[0]} joints; expected {N_COCO18} (COCO-18), 25 (BODY_25) or {N_OPENPOSE} "
                            "(OpenPose body+face+hands)", kind="shape", frame=frame.index)
-        if not np.isfinite(xy[valid]).all():
-            raise BadFrame(f"{int((~np.isfinite(xy[valid])).sum())} NaN/inf coordinates", kind="nan",
-                           frame=frame.index)
+        problem = frame_problem(xy[valid])
+        if problem is not None:
+            raise BadFrame(problem[1], kind=problem[0], frame=frame.index)
         if not valid.any():
             raise BadFrame("no person detected (no valid joint)", kind="empty", frame=frame.index)
         xy = np.where(valid[:, None], xy, MISSING)
         return xy.astype(np.float32), valid.astype(np.float32)
 
-
-
-class _Coco18Source(Coco18FileSource):
-    """:class:`Coco18FileSource` over an already read sequence."""
-
-    def __init__(self, seq: Coco18Sequence, fps: float):
-        self.seq, self.fps, self.length, self.description = seq, fps, len(seq), seq.path
-
-
-def _natural_csvs(folder: Path):
-    from ..keypoints.readers import _natural_key
-
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() == ".csv"), key=lambda p: _natural_key(p.name))
-
-
-def _read_csv_stream(path: Path, files: Sequence[Path]) -> Coco18Sequence:
-    """PSC csv poses as a stream: a pose holding a NaN/inf value becomes a bad frame (a single
-    P0/P1 pose refuses it instead, see read_psc_csv)."""
-    xys, valids, bads, reasons = [], [], [], {}
-    for f in files:
-        xy, valid, bad = read_psc_csv_stream(f)
-        for k in np.flatnonzero(bad):
-            reasons[sum(len(x) for x in xys) + int(k)] = f"NaN/inf coordinates in {f.name}"
-        xys.append(xy), valids.append(valid), bads.append(bad)
-    return Coco18Sequence(np.concatenate(xys), np.concatenate(valids), str(path), np.concatenate(bads), reasons)
 
 
 def adapter_for(manifest: Mapping, source_image: Optional[Path], source_keypoints: Optional[Path],

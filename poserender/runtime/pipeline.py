@@ -12,10 +12,12 @@ instead of letting frames pile up in memory:
     main thread        puts batches back in frame order, writes the sink (and the preview),
                        paces output in real-time mode, reports progress
 
-End of input or Ctrl-C (SIGINT: the first one stops reading, the frames in flight are still
-rendered and written, the sink is closed; a second one stops at once and keeps what was
-written) ends the stream cleanly. An error in any worker stops them all, removes the partial
-output, and is raised once, naming the stage and the frames.
+End of input or a signal ends the stream cleanly. SIGINT (Ctrl-C), SIGTERM and SIGHUP act
+alike (poserender.signals): the first stops reading, drops the batches still waiting for the
+first model stage (counted as dropped), finishes the ones being rendered, writes them and closes
+the sink, so the output is playable and the stop takes about one batch's time whatever the
+backlog; a second one stops at once and keeps what was written. An error in any worker stops
+them all, removes the partial output, and is raised once, naming the stage and the frames.
 """
 from __future__ import annotations
 
@@ -27,22 +29,18 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .. import signals
 from ..engines.base import Engine
-from ..errors import UserError
+from ..errors import StageError, UserError
+from ..fileio import output_error
 from .metrics import PipelineMetrics, peak_rss_mb
-from .policy import BadFramePolicy, StreamCounts
+from .policy import BadFramePolicy, StreamCounts, default_max_gap
 from .realtime import RealtimeClock
 from .sources import FrameSource
 
 EngineFactory = Callable[[str, Optional[int]], Mapping[str, Engine]]
 _END = "end of stream"
 _POLL = 0.1
-
-
-class StageError(UserError):
-    """A stage failed while streaming (engine error, out of memory, ...): one line, exit code 1."""
-
-    exit_code = 1
 
 
 @dataclasses.dataclass
@@ -56,6 +54,7 @@ class StreamOptions:
     realtime: bool = False
     late: str = "hold"
     max_frames: Optional[int] = None
+    max_gap: Optional[int] = None   # missing indices filled as gap frames; None: 5 s of frames at fps
     queue_batches: int = 2          # capacity of each stage's input queue, in batches
 
 
@@ -83,6 +82,12 @@ class StreamReport:
     sink: Any = None
     realtime: Optional[Dict[str, Any]] = None
     gpu_memory_mb: Optional[Dict[str, Any]] = None   # per GPU used, from NVML; None on CPU-only runs
+    signal: Optional[int] = None    # the signal that stopped the stream (SIGINT, SIGTERM, SIGHUP)
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 128 + the signal that interrupted the stream (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)."""
+        return 0 if not self.interrupted else 128 + (self.signal or signal.SIGINT)
 
     @property
     def fps(self) -> float:
@@ -91,7 +96,9 @@ class StreamReport:
     def to_dict(self) -> Dict[str, Any]:
         return {"frames": self.counts.to_dict(), "seconds": round(self.seconds, 3), "fps": round(self.fps, 3),
                 "setup_seconds": round(self.setup_seconds, 3), "identity_seconds": round(self.identity_seconds, 3),
-                "interrupted": self.interrupted, "workers": self.workers, "realtime": self.realtime,
+                "interrupted": self.interrupted,
+                "signal": None if self.signal is None else signal.Signals(self.signal).name,
+                "workers": self.workers, "realtime": self.realtime,
                 "stages": self.metrics.to_dict(), "peak_rss_mb": peak_rss_mb(),
                 "gpu_memory_mb": self.gpu_memory_mb,
                 "output": None if self.sink is None else {"path": str(self.sink.path), "format": self.sink.format,
@@ -138,12 +145,13 @@ class StreamPipeline:
         self.metrics = PipelineMetrics()
         self.clock = RealtimeClock(options.fps, options.late) if options.realtime else None
         self.policy = BadFramePolicy(adapter.normalise, options.on_bad_frame, self.counts, log,
-                                     where=source.description)
+                                     where=source.description,
+                                     max_gap=default_max_gap(options.fps) if options.max_gap is None else options.max_gap)
         self.stop, self.abort = threading.Event(), threading.Event()
         self._closing = threading.Event()       # the writer is done: threads still waiting give up
         self._failure: Optional[BaseException] = None
         self._lock = threading.Lock()
-        self._interrupts = 0
+        self._signal: Optional[int] = None
         n_stages = len(adapter.frame_stages)
         self._raw: "queue.Queue" = queue.Queue(maxsize=max(8, 2 * options.batch))
         self._stage_queues = [queue.Queue(maxsize=options.queue_batches) for _ in range(n_stages)]
@@ -177,14 +185,13 @@ class StreamPipeline:
         self.abort.set()
         self.source.close()
 
-    def _on_sigint(self, signum, frame) -> None:
-        self._interrupts += 1
-        if self._interrupts == 1:
-            self.log("interrupted: finishing the frames in flight (Ctrl-C again to stop now)")
-            self.stop.set()
-            self.source.close()
-        else:
-            raise KeyboardInterrupt
+    def _on_signal(self, signum: int) -> None:
+        """The first SIGINT/SIGTERM/SIGHUP: stop reading, finish what is being rendered."""
+        self._signal = signum
+        self.log(f"interrupted ({signal.Signals(signum).name}): finishing the frames being rendered "
+                 "(send it again to stop now)")
+        self.stop.set()
+        self.source.close()
 
     def _put(self, q: queue.Queue, item) -> bool:
         """Blocking put that gives up when the stream is aborted (backpressure without deadlock)."""
@@ -271,6 +278,8 @@ class StreamPipeline:
                 if item is _END:
                     break
                 for index, pose in self.policy.feed(item):
+                    if self.abort.is_set():
+                        return
                     now = time.perf_counter()
                     if self.clock is not None and self.clock.input_is_stale(slot, now):
                         self.counts.add(dropped=1)
@@ -281,6 +290,8 @@ class StreamPipeline:
                     slot += 1
                     if len(pending) >= options.batch and not emit():
                         return
+                    if self.stop.is_set():      # a signal: no more gap frames from this record
+                        break
             if self.abort.is_set():
                 return
             self.policy.finish(interrupted=self.stop.is_set())
@@ -313,6 +324,11 @@ class StreamPipeline:
                         if finished:
                             self._put(q_out, batch)
                         return
+                    if stage_index == 0 and self.stop.is_set():    # stopping: not started, not rendered
+                        batch.feed = batch.frames = None
+                        if not self._put(self._results, batch):
+                            return
+                        continue
                     started = time.perf_counter()
                     batch.feed.update(engine.infer(batch.feed))
                     now = time.perf_counter()
@@ -324,6 +340,9 @@ class StreamPipeline:
                         return
         except threading.BrokenBarrierError:
             return
+        except UserError as exc:        # e.g. a model file the engine cannot load: one line, as it is
+            self._fail(exc)
+            ready.abort()
         except BaseException as exc:
             frames = "" if not isinstance(batch, _Batch) else (
                 f" on frames {batch.indices[0]}-{batch.indices[-1]}" if len(batch.indices) > 1
@@ -350,27 +369,37 @@ class StreamPipeline:
         except threading.BrokenBarrierError:
             pass
         setup_seconds = time.perf_counter() - setup_started
-        previous = _install_sigint(self._on_sigint)
         started = self._started = time.perf_counter()
         feeders = [threading.Thread(target=self._read, name="poserender-read", daemon=True),
                    threading.Thread(target=self._batch, name="poserender-batch", daemon=True)]
-        if not self.abort.is_set():
-            for t in feeders:
-                t.start()
         interrupted_hard = False
         try:
-            self._write_loop()
-        except KeyboardInterrupt:
+            with signals.graceful(self._on_signal):
+                if not self.abort.is_set():
+                    for t in feeders:
+                        t.start()
+                self._write_loop()
+        except KeyboardInterrupt as exc:
             interrupted_hard = True
+            self._signal = getattr(exc, "signum", self._signal or signal.SIGINT)
             self.abort.set()
             self.source.close()
         except BaseException as exc:
-            self._fail(exc if isinstance(exc, UserError) else
-                       StageError(f"writing {self.sink.path} failed: {type(exc).__name__}: {exc}"))
+            self._fail(exc if isinstance(exc, UserError) else output_error(exc, self.sink.path))
         finally:
-            _restore_sigint(previous)
             self._closing.set()
-        for t in feeders + threads:
+        # from here on the output is finished, not cut: a signal is only noted (joins and close are short)
+        with signals.deferred(lambda signum: setattr(self, "_signal", self._signal or signum)):
+            summary = self._finish(feeders + threads, interrupted_hard)
+        seconds = time.perf_counter() - started
+        return StreamReport(self.counts, seconds, setup_seconds, identity_seconds,
+                            self._signal is not None or interrupted_hard, self.metrics, [w[2] for w in self._workers],
+                            summary, None if self.clock is None else self.clock.summary(),
+                            gpu_memory_mb=gpu_memory(self.options.devices), signal=self._signal)
+
+    def _finish(self, threads: List[threading.Thread], interrupted_hard: bool):
+        """Join the threads, then close the sink (or remove it after a failure); the sink's summary."""
+        for t in threads:
             if t.is_alive() and t.ident is not None:
                 t.join(timeout=2.0)
         if self._failure is not None:
@@ -382,14 +411,15 @@ class StreamPipeline:
             lost = self.counts.frames_in - self.counts.frames_out - self.counts.dropped - self.counts.skipped
             self.counts.add(dropped=max(0, lost))
             self.log(f"stopped at once: {max(0, lost)} frames in flight were not written")
-        summary = self.sink.close()
+        try:
+            summary = self.sink.close()     # on failure the sink removes its partial output
+        except UserError:
+            raise
+        except Exception as exc:
+            raise output_error(exc, self.sink.path) from None
         if self.preview is not None:
             self.preview.close()
-        seconds = time.perf_counter() - started
-        return StreamReport(self.counts, seconds, setup_seconds, identity_seconds,
-                            self.stop.is_set() or interrupted_hard, self.metrics, [w[2] for w in self._workers],
-                            summary, None if self.clock is None else self.clock.summary(),
-                            gpu_memory_mb=gpu_memory(self.options.devices))
+        return summary
 
     def _write_loop(self) -> None:
         clock, late = self.clock, self.options.late
@@ -401,6 +431,11 @@ class StreamPipeline:
                 return
             if next_slot in ready:
                 frame, batch = ready.pop(next_slot)
+                if frame is None:
+                    self.counts.add(dropped=1)
+                    self._consumed(batch)
+                    next_slot += 1
+                    continue
                 if clock is not None:
                     clock.wait_for_tick(next_slot, self.stop)
                 self._write(frame, next_slot, batch.formed, batch.enqueued, metrics)
@@ -425,6 +460,10 @@ class StreamPipeline:
                 continue
             if isinstance(item, tuple):
                 total_slots = item[1]
+                continue
+            if item.frames is None:     # dropped on a stop before rendering: its slots are skipped
+                for slot in item.slots:
+                    ready[slot] = (None, item)
                 continue
             for slot, frame in zip(item.slots, item.frames):
                 if slot < next_slot:     # its tick has passed (real time, drop/hold)
@@ -460,8 +499,10 @@ class StreamPipeline:
             self.clock.note_written(slot, started)
             if formed is not None:
                 self.clock.note_latency(now - formed)
-        self.progress(self.counts.frames_out, self.source.length,
-                      self.counts.frames_out / max(now - self._started, 1e-9))
+        total = self.source.length
+        if total is not None and self.options.max_frames is not None:
+            total = min(total, self.options.max_frames)
+        self.progress(self.counts.frames_out, total, self.counts.frames_out / max(now - self._started, 1e-9))
 
 
 class _identity_engines:
@@ -478,14 +519,3 @@ class _identity_engines:
     def __exit__(self, *exc) -> None:
         for engine in self.engines.values():
             engine.deactivate()
-
-
-def _install_sigint(handler):
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, handler)
-
-
-def _restore_sigint(previous) -> None:
-    if previous is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, previous)

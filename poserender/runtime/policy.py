@@ -2,14 +2,23 @@
 
 Every frame that enters the stream is counted once in ``frames_in`` and leaves it in exactly one
 way: written (``frames_out``, held bad frames included), ``skipped`` (bad frame, policy
-``skip``, or a frame that arrived after a later one), or ``dropped`` (real-time mode: late).
-So ``frames_in == frames_out + dropped + skipped`` once the stream is over.
+``skip``, a frame that arrived after a later one, or a record without a frame index), or
+``dropped`` (real-time mode: late; or interrupted). So ``frames_in == frames_out + dropped +
+skipped`` once the stream is over.
 
-Bad frames: NaN/inf (``nan``), wrong joint count (``shape``), undecodable record (``decode``),
-nobody detected (``empty``), a missing frame index (``gap``), an index that goes backwards
-(``order``). ``--on-bad-frame hold`` renders the last good pose in their place (bad frames before
-the first good one take the first good pose), ``skip`` drops them, ``error`` stops the stream.
-Each kind is logged once, with its frame index; later ones are only counted.
+Bad frames: NaN/inf (``nan``), a coordinate beyond the accepted range (``range``), wrong joint
+count (``shape``), undecodable record (``decode``), nobody detected (``empty``), a missing frame
+index (``gap``), an index that goes backwards (``order``). ``--on-bad-frame hold`` renders the
+last good pose in their place (bad frames before the first good one take the first good pose),
+``skip`` drops them, ``error`` stops the stream. Each kind is logged once, with its frame index;
+later ones are only counted.
+
+The index/gap policy lives here and only here: sources deliver frames with the index their input
+gives (or none, for a line that could not be decoded: it is counted as ``decode`` and skipped,
+since it has no place of its own, so it can never take the place of a real frame). A jump of up
+to ``max_gap`` missing indices is filled with ``gap`` bad frames; a larger jump is a
+*discontinuity*: counted (with the number of frames it skipped), never filled, and the stream
+carries on from the new index, so one record claiming frame 1,000,000 costs nothing.
 """
 from __future__ import annotations
 
@@ -32,6 +41,8 @@ class StreamCounts:
     skipped: int = 0
     dropped: int = 0        # real time: late frames not written
     late_held: int = 0      # real time, --late hold: extra copies of the previous frame written
+    discontinuities: int = 0    # index jumps over --max-gap: not filled
+    unfilled: int = 0           # missing indices those jumps skipped (not frames: never counted in)
     bad: Counter[str] = dataclasses.field(default_factory=collections.Counter)
     _lock: Any = dataclasses.field(default_factory=threading.Lock, repr=False)
 
@@ -46,37 +57,54 @@ class StreamCounts:
     def to_dict(self) -> dict:
         return {"in": self.frames_in, "out": self.frames_out, "held": self.held, "skipped": self.skipped,
                 "dropped": self.dropped, "late_held": self.late_held, "bad_frames": dict(self.bad),
+                "discontinuities": self.discontinuities, "unfilled_indices": self.unfilled,
                 "reconciles": self.reconciles()}
+
+
+def default_max_gap(fps: float) -> int:
+    """``--max-gap`` when not given: five seconds of frames at the stream's rate."""
+    return max(1, int(round(5 * fps)))
 
 
 class BadFramePolicy:
     """Feed source frames in; get (frame index, normalised input) pairs to render out.
 
-    ``normalise`` is the model adapter's per-frame step (raises BadFrame). Gaps in the frame
-    index become ``gap`` bad frames; an index lower than one already seen is an ``order`` bad
-    frame, always skipped (its place in the output has passed).
+    ``normalise`` is the model adapter's per-frame step (raises BadFrame). Up to ``max_gap``
+    missing indices become ``gap`` bad frames; a longer jump is a discontinuity (counted, not
+    filled); an index lower than one already seen is an ``order`` bad frame, and a frame without
+    an index a ``decode`` one: both always skipped (they have no place in the output).
     """
 
     def __init__(self, normalise: Callable[[Frame], Any], policy: str, counts: StreamCounts,
-                 log: Callable[[str], None], where: str = "keypoints"):
+                 log: Callable[[str], None], where: str = "keypoints", max_gap: int = 75):
         if policy not in BAD_FRAME_POLICIES:
             raise UserError(f"--on-bad-frame {policy!r}; expected one of {', '.join(BAD_FRAME_POLICIES)}")
+        if max_gap < 0:
+            raise UserError(f"--max-gap {max_gap}; expected a number of frames >= 0")
         self.normalise, self.policy, self.counts, self.log, self.where = normalise, policy, counts, log, where
+        self.max_gap = max_gap
         self.next_index: Optional[int] = None
         self.last_good: Any = None
         self._leading: List[int] = []      # indices of bad frames waiting for the first good pose
         self._logged = set()
 
     def feed(self, frame: Frame) -> Iterator[Tuple[int, Any]]:
+        if frame.index is None:
+            yield from self._bad(frame.bad, None, placed=False)
+            return
         if self.next_index is not None and frame.index < self.next_index:
             yield from self._bad(BadFrame(f"arrived after frame {self.next_index - 1}; frames must come in "
                                           "index order", kind="order", frame=frame.index, path=self.where),
                                  frame.index, placed=False)
             return
-        if self.next_index is not None:
-            for missing in range(self.next_index, frame.index):
-                yield from self._bad(BadFrame("missing from the stream (index gap)", kind="gap", frame=missing,
-                                              path=self.where), missing)
+        if self.next_index is not None and frame.index > self.next_index:
+            missing = frame.index - self.next_index
+            if missing > self.max_gap:
+                self._discontinuity(frame.index, missing)
+            else:
+                for index in range(self.next_index, frame.index):
+                    yield from self._bad(BadFrame("missing from the stream (index gap)", kind="gap", frame=index,
+                                                  path=self.where), index)
         self.next_index = frame.index + 1
         if frame.bad is not None:
             yield from self._bad(frame.bad, frame.index)
@@ -102,7 +130,15 @@ class BadFramePolicy:
             self.counts.add(held=-len(self._leading), skipped=len(self._leading))
             self._leading = []
 
-    def _bad(self, exc: BadFrame, index: int, placed: bool = True) -> Iterator[Tuple[int, Any]]:
+    def _discontinuity(self, index: int, missing: int) -> None:
+        self.counts.add(discontinuities=1, unfilled=missing)
+        if "discontinuity" not in self._logged:
+            self._logged.add("discontinuity")
+            self.log(f"warning: {self.where}: frame {index} follows frame {self.next_index - 1}: {missing} missing "
+                     f"frames, more than --max-gap {self.max_gap}; not filled, the stream continues from frame "
+                     f"{index} (further jumps are counted, not logged)")
+
+    def _bad(self, exc: BadFrame, index: Optional[int], placed: bool = True) -> Iterator[Tuple[int, Any]]:
         if self.policy == "error":
             raise UserError(f"{exc} (--on-bad-frame error)")
         action = "held" if self.policy == "hold" and placed else "skipped"

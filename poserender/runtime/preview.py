@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import temp_file_beside
+from ..fileio import output_error, temp_file_beside
 
 
 class ContactSheet:
@@ -58,13 +58,20 @@ class ContactSheet:
         return sheet
 
     def close(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temp_file_beside(self.path, suffix=".png")
-        os.close(fd)
+        ok, png = cv2.imencode(".png", self.render())
+        if not ok:
+            raise UserError("could not encode the preview PNG", self.path)
         try:
-            if not cv2.imwrite(tmp, self.render()):
-                raise UserError("could not write the preview PNG (disk full?)", self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = temp_file_beside(self.path, suffix=".png")
+        except OSError as exc:
+            raise output_error(exc, self.path, "the preview") from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(png.tobytes())
             os.replace(tmp, self.path)
+        except OSError as exc:
+            raise output_error(exc, self.path, "the preview") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import temp_dir_beside
+from ..images import read_image
 from ..keypoints.coco18 import JOINT_COLORS_RGB, LIMBS, read_psc_pose
 from .sinks import open_sink
 
@@ -36,9 +37,7 @@ Warn = Callable[[str], None]
 def load_psc_image(path: Path, height: int, width: int, warn: Warn) -> np.ndarray:
     """I0 as the reference's dataset makes it: (1, 3, H, W) float32 RGB, (x / 255 - 0.5) / 0.5.
     Another size is resized bilinearly (the reference resizes too, with PIL) and a warning says so."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR) if Path(path).is_file() else None
-    if image is None:
-        raise UserError("cannot read the source image; expected a JPEG/PNG readable by OpenCV", path)
+    image = read_image(path, cv2.IMREAD_COLOR, "source image")
     if image.shape[:2] != (height, width):
         warn(f"{path}: image is {image.shape[1]}x{image.shape[0]}, the model's canvas is {width}x{height}; "
              "resized bilinearly (the reference resizes images too; poses must be in canvas pixels)")
@@ -62,9 +61,7 @@ def load_psc_parsing(path: Path, height: int, width: int, classes: int) -> np.nd
         raise UserError("source parsing not found; expected a label-map PNG", path)
     if _is_palette_png(path):
         raise UserError("is a palette PNG; expected the labels as pixel values (grey or RGB with equal channels)", path)
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise UserError("cannot read the parsing; expected a label-map PNG", path)
+    image = read_image(path, cv2.IMREAD_UNCHANGED, "parsing")
     labels = image if image.ndim == 2 else image[:, :, 2]   # OpenCV is BGR(A): the first channel is index 2
     if labels.shape != (height, width):
         raise UserError(f"parsing is {labels.shape[1]}x{labels.shape[0]}; expected {width}x{height} (refused, not "

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import Pose2ImgConfig
 from ..errors import UserError
+from ..images import read_image
 from ..keypoints import KeypointSequence, canvas_transform, read_keypoints
 from .sinks import open_sink
 
@@ -31,11 +32,7 @@ def load_source_image(path: Path, config: Pose2ImgConfig) -> np.ndarray:
     ``w_bias:w_bias+img_w``, map to [-1, 1] in float64, resize bilinearly to the canvas.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError("source image not found", path)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError("cannot decode the source image; expected a JPEG/PNG readable by OpenCV", path)
+    image = read_image(path, cv2.IMREAD_COLOR, "source image")
     top, left = int(config.h_bias), int(config.w_bias)
     need_h, need_w = top + config.img_h, left + config.img_w
     if image.shape[0] < need_h or image.shape[1] < need_w or top < 0 or left < 0:

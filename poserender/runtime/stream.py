@@ -13,7 +13,8 @@ from typing import Callable, Dict, Optional, Sequence, TextIO, Union
 from ..engines.base import Engine
 from ..engines.select import stage_engines
 from ..errors import UserError
-from ..manifest import read_manifest, write_json_atomic
+from ..fileio import check_writable, write_json_atomic
+from ..manifest import read_manifest
 from .adapters import adapter_for
 from .pipeline import StreamOptions, StreamPipeline, StreamReport
 from .preview import ContactSheet
@@ -49,7 +50,7 @@ def render_stream(model_dir: PathLike, backend: str, *, source_image: Optional[P
                   follow_timeout: float = 10.0, preview: Optional[PathLike] = None, preview_every: int = 25,
                   metrics_path: Optional[PathLike] = None, log: Callable[[str], None] = lambda message: None,
                   progress=lambda done, total, fps: None, stdin: Optional[TextIO] = None,
-                  precision: Optional[str] = None) -> StreamResult:
+                  precision: Optional[str] = None, idle_timeout: float = 30.0) -> StreamResult:
     options = options or StreamOptions(fps=fps)
     options = dataclasses.replace(options, fps=fps)
     if options.batch < 1 or options.max_wait_ms < 0:
@@ -73,23 +74,27 @@ def render_stream(model_dir: PathLike, backend: str, *, source_image: Optional[P
     max_batch = min(s["batch"]["max"] for s in manifest["stages"] if s["name"] in adapter.frame_stages)
     options = dataclasses.replace(options, batch=max(1, min(options.batch, max_batch)))
     sheet = None if preview is None else ContactSheet(Path(preview), preview_every)
+    if sheet is not None:
+        check_writable(sheet.path, "the preview")
+    if metrics_path is not None:
+        check_writable(metrics_path, "the metrics")
     source = open_source(str(keypoints), adapter.open_file, fps, follow=follow, idle_seconds=follow_timeout,
-                         log=log, stdin=stdin)
+                         log=log, stdin=stdin, idle_timeout=idle_timeout)
     try:
         sink = open_sink(output, fmt, fps=fps, audio=audio, codec=codec)
         try:
             pipeline = StreamPipeline(adapter, engine_factory, source, sink, options, log=log, progress=progress,
                                       preview=sheet)
+            report = pipeline.run()
         except BaseException:
-            sink.abort()
+            sink.abort()        # a no-op once the pipeline closed it
             raise
-        report = pipeline.run()
     finally:
         source.close()
     if metrics_path is not None:
         write_json_atomic(metrics_path, {"model": str(model_dir), "backend": names.get("backend"),
                                          "canvas": list(adapter.canvas_hw), "batch": options.batch,
                                          "devices": list(options.devices), "replicate": options.replicate,
-                                         **report.to_dict()})
+                                         **report.to_dict()}, what="the metrics")
     return StreamResult(report, names.get("backend", backend), tuple(adapter.canvas_hw),
                         None if sheet is None else sheet.path)

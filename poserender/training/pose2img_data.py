@@ -33,6 +33,7 @@ import torch
 
 from ..config import Pose2ImgConfig
 from ..errors import UserError
+from ..images import read_image
 from ..keypoints import canvas_transform
 from ..keypoints.readers import read_keypoints, read_npy, read_openpose_json
 from .config import DataConfig
@@ -73,9 +74,7 @@ class FrameTable:
             return self.images[i]
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        raw = cv2.imread(str(self.image_paths[i]), cv2.IMREAD_COLOR)
-        if raw is None:     # checked at start; a file changed under us
-            raise UserError("cannot decode image", self.image_paths[i])
+        raw = read_image(self.image_paths[i], cv2.IMREAD_COLOR)     # checked at start; changed under us?
         out = crop_to_canvas(raw, self.geometry)
         if self.cache is not None:
             self.cache[i] = out
@@ -144,9 +143,10 @@ def load_frame_folder(frames: Path, keypoints: Path, data: DataConfig, geometry:
         if not image_path.is_file():
             problems.append(f"{image_path}: missing; expected the frame for {kp_file.name}")
             continue
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            problems.append(f"{image_path}: cannot decode; expected an image OpenCV reads")
+        try:
+            image = read_image(image_path, cv2.IMREAD_COLOR)
+        except UserError as exc:
+            problems.append(str(exc))
             continue
         crop_problem = _crop_problem(image.shape, geometry)
         if crop_problem:

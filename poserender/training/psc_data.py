@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import UserError
+from ..images import read_image
 from .pose2img_data import DatasetError
 
 VIEWS = ("right", "front", "left", "back", "mid0", "mid1", "mid2", "mid3")
@@ -72,9 +74,10 @@ def read_pose_csv(path: Path, poses: int) -> Tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _read_labels(path: Path, problems: List[str]) -> Optional[np.ndarray]:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        problems.append(f"{path}: cannot decode; expected a parsing PNG")
+    try:
+        image = read_image(path, cv2.IMREAD_UNCHANGED, "parsing")
+    except UserError as exc:
+        problems.append(str(exc))
         return None
     labels = image if image.ndim == 2 else image[..., 2 if image.shape[2] >= 3 else 0]   # R (first channel)
     if labels.max() >= CLASSES:
@@ -83,9 +86,10 @@ def _read_labels(path: Path, problems: List[str]) -> Optional[np.ndarray]:
 
 
 def _read_image(path: Path, problems: List[str]) -> Optional[np.ndarray]:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        problems.append(f"{path}: cannot decode; expected an RGB image")
+    try:
+        image = read_image(path, cv2.IMREAD_COLOR)
+    except UserError as exc:
+        problems.append(str(exc))
         return None
     return image[..., ::-1]                  # RGB, as the reference reads it with PIL
 

@@ -138,8 +138,8 @@ def test_stream_reader_marks_a_nonfinite_pose_bad_and_keeps_the_others(tmp_path)
     path.write_text("\n".join(rows) + "\n")
     with pytest.raises(UserError, match=r"row 4, column 6: 'inf' is not finite"):
         read_psc_csv(path)                      # a single P0/P1 pose refuses it
-    xy, valid, bad = read_psc_csv_stream(path)
-    assert bad.tolist() == [False, True, False]
+    xy, valid, problems = read_psc_csv_stream(path)
+    assert list(problems) == [1] and problems[1][0] == "nan"
     assert not valid[1].any() and valid[[0, 2]].all()
     np.testing.assert_allclose(xy[[0, 2]], poses[[0, 2]], atol=5e-4)
     rows[0] = rows[0] + ",7"                    # other defects are still refused

@@ -221,15 +221,20 @@ def test_sequence_through_the_pipeline_equals_the_direct_stage_run(tiny_psc, tmp
     assert report["frames"]["out"] == 5 and report["frames"]["reconciles"] and set(report["stages"]) >= {"parsing", "frame"}
 
 
+def _pose_csvs(folder: Path, count: int, bad: int, value: str) -> Path:
+    """``count`` pose csv files, the one numbered ``bad`` with ``value`` in its first x cell."""
+    folder.mkdir()
+    for i in range(count):
+        write_psc_csv(folder / f"{i}.csv", template_pose(SIZE, SIZE) + 2 * i)
+    text = (folder / f"{bad}.csv").read_text().split(",")
+    text[3] = value
+    (folder / f"{bad}.csv").write_text(",".join(text))
+    return folder
+
+
 def test_nan_pose_in_a_csv_stream_is_held_and_counted(tiny_psc, tmp_path):
     art, data = tiny_psc
-    poses = tmp_path / "poses"
-    poses.mkdir()
-    for i in range(4):
-        write_psc_csv(poses / f"{i}.csv", template_pose(SIZE, SIZE) + 2 * i)
-    text = (poses / "2.csv").read_text().split(",")
-    text[3] = "nan"
-    (poses / "2.csv").write_text(",".join(text))
+    poses = _pose_csvs(tmp_path / "poses", 4, 2, "nan")
     args = [art, "--source", data / "I0" / "a.jpg", "--source-parsing", data / "S0" / "a.png", "--keypoints", poses]
     result = _run(*args, "-o", tmp_path / "held", "--batch", "3")
     assert result.exit_code == 0, result.output
@@ -241,6 +246,21 @@ def test_nan_pose_in_a_csv_stream_is_held_and_counted(tiny_psc, tmp_path):
     result = _run(*args, "-o", tmp_path / "err", "--on-bad-frame", "error")
     assert result.exit_code == 2 and "frame 2: NaN/inf coordinates in 2.csv" in result.output, result.output
     assert not (tmp_path / "err").exists()
+
+
+def test_psc_pose_stream_out_of_range_values_are_bad_frames(tiny_psc, tmp_path):
+    """A coordinate beyond the accepted range (here 1e39, inf in float32) is a `range` bad frame in a
+    csv stream and a one-line refusal in a single key pose, never a failed stage."""
+    art, data = tiny_psc
+    poses = _pose_csvs(tmp_path / "poses", 3, 1, "1e39")
+    args = [art, "--source", data / "I0" / "a.jpg", "--source-parsing", data / "S0" / "a.png"]
+    result = _run(*args, "--keypoints", poses, "-o", tmp_path / "held")
+    assert result.exit_code == 0, result.output
+    assert "rendered 3/3 frames, 1 held" in result.output and "bad frames: range 1" in result.output
+    result = _run(*args, "--key-poses", data / "P0" / "a.csv", poses / "1.csv", "--frames", "3", "-o",
+                  tmp_path / "interp.mp4")
+    assert result.exit_code == 2 and "beyond" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "interp.mp4").exists()
 
 
 def test_family_specific_inputs_are_user_errors(tiny_psc, tmp_path):

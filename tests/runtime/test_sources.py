@@ -49,17 +49,34 @@ def test_openpose_document_line_equals_keypoints_line():
 
 
 @pytest.mark.parametrize("line, kind", [
-    ('{"frame": 3, "keypoints": [[1, 2', "decode"),
-    ('[1, 2, 3]', "decode"),
-    ('{"frame": -1, "keypoints": []}', "decode"),
     ('{"frame": 3, "keypoints": [[1, 2, 0.5], [3]]}', "decode"),
     ('{"frame": 3, "keypoints": [[1, NaN, 0.5]]}', "nan"),
+    ('{"frame": 3, "keypoints": [[1, 1e39, 0.5]]}', "range"),
+    ('{"frame": 3, "keypoints": [[1, -2e6, 0.5]]}', "range"),
+    ('{"frame": 3, "keypoints": [[1, 2, 1e999]]}', "nan"),
+    ('{"frame": 3, "keypoints": [[1, 2, 0.5]], "t": 1e999}', None),
+    ('{"frame": 3, "keypoints": [[1e400, 2, 0.5]]}', "nan"),
+    ('{"frame": 3, "keypoints": [[1' + "0" * 400 + ', 2]]}', "decode"),    # an integer no float holds
     ('{"people": [{"pose_keypoints_2d": [1, 2, 3]}]}', "shape"),
 ])
-def test_bad_records_become_bad_frames_not_errors(line, kind):
+def test_bad_records_with_an_index_are_bad_frames_at_that_index(line, kind):
     frame = parse_record(line, 3, 0.0, "<stdin>")
-    assert frame.bad is not None and frame.bad.kind == kind and frame.index == 3
+    assert frame.index == 3
+    if kind is None:
+        assert frame.bad is None and frame.timestamp == 0.0       # a non-finite "t" is ignored
+        return
+    assert frame.bad is not None and frame.bad.kind == kind
     assert "frame 3" in str(frame.bad) and "<stdin>" in str(frame.bad)
+
+
+@pytest.mark.parametrize("line", ['{"frame": 3, "keypoints": [[1, 2', '[1, 2, 3]', '{"frame": -1, "keypoints": []}',
+                                  '{"frame": "7", "keypoints": []}', '{"frame": 2.5, "keypoints": []}',
+                                  '{"frame": true, "keypoints": []}', '{"foo": 1}', '"text"', "\xff\xfe garbage",
+                                  "[" * 100000 + "]" * 100000, '{"frame": 1e400, "keypoints": []}'])
+def test_undecodable_lines_are_bad_frames_without_an_index(line):
+    frame = parse_record(line, 3, 0.0, "<stdin>")
+    assert frame.index is None and frame.bad is not None and frame.bad.kind == "decode"
+    assert "frame 3" not in str(frame.bad) and "<stdin>" in str(frame.bad)
 
 
 def test_three_joint_record_is_delivered_for_the_adapter_to_judge():
@@ -71,8 +88,27 @@ def test_json_lines_source_numbers_frames_and_ignores_blank_lines():
     lines = [json.dumps({"keypoints": openpose_points()}), "", "{broken",
              json.dumps({"frame": 10, "keypoints": openpose_points()}), json.dumps({"keypoints": openpose_points()})]
     frames = list(JsonLinesSource(io.StringIO("\n".join(lines) + "\n")))
-    assert [f.index for f in frames] == [0, 1, 10, 11]
+    assert [f.index for f in frames] == [0, None, 10, 11]       # the broken line takes no index
     assert [f.bad.kind if f.bad else None for f in frames] == [None, "decode", None, None]
+
+
+def test_line_reader_bounds_memory_and_reports_long_lines():
+    from poserender.runtime.sources import LineReader, TooLong
+
+    reader = LineReader(limit=10)
+    chunks = [b"short\n0123456789", b"ABC", b"DEF\nok\n", b"x" * 50, b"", ]
+    out = [item for chunk in chunks for item in reader.feed(chunk)]
+    assert out[0] == b"short" and isinstance(out[1], TooLong) and out[1].size == 16 and out[2] == b"ok"
+    assert isinstance(out[3], TooLong) and out[3].size == 50 and len(out) == 4
+    assert len(reader._buffer) == 0
+
+
+def test_json_lines_source_an_over_long_line_is_one_decode_frame_without_an_index():
+    good = json.dumps({"frame": 0, "keypoints": openpose_points()})
+    text = good + "\n" + "x" * 5000 + "\n" + json.dumps({"frame": 1, "keypoints": openpose_points()}) + "\n"
+    frames = list(JsonLinesSource(io.BytesIO(text.encode()), max_line=4096))
+    assert [f.index for f in frames] == [0, None, 1]
+    assert frames[1].bad.kind == "decode" and "over the limit of 4096" in str(frames[1].bad)
 
 
 def test_tcp_source_receives_lines_from_a_client():
@@ -121,9 +157,16 @@ def test_openpose_folder_is_parsed_lazily_with_gaps_and_broken_files(tmp_path):
         _write(tmp_path, n)
     _write(tmp_path, 4, text='{"people": [')
     frames = list(OpenPoseFolderSource(tmp_path, fps=25))
-    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
-    assert [f.bad.kind if f.bad else None for f in frames] == [None, None, "gap", None, "decode"]
-    assert "clip_000000000004_keypoints.json" in str(frames[4].bad)
+    assert [f.index for f in frames] == [0, 1, 3, 4]           # the missing frame 2 is a jump (the policy fills it)
+    assert [f.bad.kind if f.bad else None for f in frames] == [None, None, None, "decode"]
+    assert "clip_000000000004_keypoints.json" in str(frames[3].bad)
+
+
+def test_openpose_folder_with_a_huge_number_gap_is_two_frames(tmp_path):
+    _write(tmp_path, 0)
+    _write(tmp_path, 100_000_000)
+    frames = list(OpenPoseFolderSource(tmp_path, fps=25))
+    assert [f.index for f in frames] == [0, 100_000_000] and all(f.bad is None for f in frames)
 
 
 def test_follow_picks_up_files_as_they_are_written_and_ends_when_idle(tmp_path):

@@ -44,12 +44,9 @@ def png_frames(folder):
     return [cv2.imread(str(p)) for p in sorted(folder.iterdir())]
 
 
-@pytest.fixture(scope="module")
-def file_render(tiny_inputs, tiny_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("file_render") / "frames"
-    result = run(*base_args(tiny_inputs, tiny_model, tiny_inputs / "targets.npy", out, "--format", "png"))
-    assert result.exit_code == 0, result.output
-    return png_frames(out)
+@pytest.fixture
+def file_render(tiny_file_frames):
+    return tiny_file_frames
 
 
 def test_stdin_json_lines_equal_the_file_render(tiny_inputs, tiny_model, tmp_path, file_render):
@@ -85,17 +82,18 @@ def test_injected_bad_frames_on_stdin_complete_and_reconcile(tiny_inputs, tiny_m
     result = run(*base_args(tiny_inputs, tiny_model, "-", tmp_path / "out.mp4", "--metrics", metrics),
                  input="\n".join(lines) + "\n")
     assert result.exit_code == 0, result.output
-    assert "bad frames: decode 1, gap 2, nan 1, shape 1 (held 5, skipped 0)" in result.stdout
-    assert "frames: in 12 = out 12 + dropped 0 + skipped 0" in result.stdout
+    # the broken line has no index of its own (decode, skipped); frame 5 is then a gap, held like 8 and 9
+    assert "bad frames: decode 1, gap 3, nan 1, shape 1 (held 5, skipped 1)" in result.stdout
+    assert "frames: in 13 = out 12 + dropped 0 + skipped 1" in result.stdout
     for kind in ("NaN", "3 joints", "undecodable", "gap"):
         assert sum(kind in line for line in result.stderr.splitlines() if "warning" in line) == 1, kind
     data = json.loads(metrics.read_text())
-    assert data["frames"]["bad_frames"] == {"nan": 1, "shape": 1, "decode": 1, "gap": 2}
+    assert data["frames"]["bad_frames"] == {"nan": 1, "shape": 1, "decode": 1, "gap": 3}
     assert data["frames"]["in"] == data["frames"]["out"] + data["frames"]["dropped"] + data["frames"]["skipped"]
     assert set(data["stages"]) == {"read", "prepare", "frame", "write"} and data["stages"]["frame"]["compute_ms"]["p99"] > 0
     skipped = run(*base_args(tiny_inputs, tiny_model, "-", tmp_path / "skip.mp4", "--on-bad-frame", "skip"),
                   input="\n".join(lines) + "\n")
-    assert "frames: in 12 = out 7 + dropped 0 + skipped 5" in skipped.stdout
+    assert "frames: in 13 = out 7 + dropped 0 + skipped 6" in skipped.stdout
 
 
 def test_replicated_cpu_workers_equal_one_worker(tiny_inputs, tiny_model, tmp_path, file_render):
