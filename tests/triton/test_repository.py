@@ -194,7 +194,11 @@ def test_stale_or_missing_plans(tiny_model, tmp_path):
     (["--preferred-batch", "9"], "--preferred-batch 9; expected 1 to --max-batch (8)"),
     (["--max-batch", "0"], "--max-batch 0"),
     (["--queue-delay-us", "-1"], "--queue-delay-us -1"),
-    (["--engine", "plan", "--devices", "cpu"], "--engine plan needs GPU --devices"),
+    (["--backend", "tensorrt", "--devices", "cpu"], "--backend tensorrt needs GPU --devices"),
+    (["--engine", "plan", "--devices", "cpu"], "--backend tensorrt needs GPU --devices"),      # the earlier name
+    (["--engine", "onnx", "--backend", "python"], "contradicts --backend python"),
+    (["--backend", "python", "--devices", "0"], "use --devices cpu"),
+    (["--backend", "python", "--threads", "-1"], "--threads -1"),
     (["--name", "../x"], "--name '../x'"),
 ])
 def test_bad_options_are_one_line_and_write_nothing(tiny_model, tmp_path, args, message):
