@@ -157,6 +157,9 @@ class StageModel:
             if tensor is None:
                 raise ValueError(f"stage {self.spec.name!r}: the request has no input {t.name!r}")
             feed[t.name] = from_triton(tensor)
+            if t.shape[0] == "batch" and not self.spec.min_batch <= feed[t.name].shape[0] <= self.spec.max_batch:
+                raise ValueError(f"input {t.name!r} holds {feed[t.name].shape[0]} items; stage {self.spec.name!r} "
+                                 f"takes {self.spec.min_batch} to {self.spec.max_batch} per request")
         return feed
 
     def _run(self, feeds: Sequence[Dict[str, np.ndarray]]) -> List[Dict[str, np.ndarray]]:
