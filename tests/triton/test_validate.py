@@ -86,7 +86,8 @@ def test_nothing_imports_tritonclient_or_the_triton_package():
         import sys
         sys.modules["tritonclient"] = None
         import poserender.triton.repository, poserender.triton.validate, poserender.triton.client
-        import poserender.triton.local, poserender.commands.triton
+        import poserender.triton.local, poserender.commands.triton, poserender.triton.server
+        import poserender.triton.python_backend, poserender.triton.contract
         print(sorted(m for m, mod in sys.modules.items() if m.startswith("tritonclient") and mod is not None))
         from poserender.triton.validate import load_config
         try:
