@@ -9,8 +9,8 @@ own queue and compute time per model -> benchmarks/results/triton_<device>_<mode
 The load is poserender's own client (not perf_analyzer): each stream is one identity (its own
 source image) sending its keypoint clip in requests of --batch frames through the ensemble, one
 request in flight per stream, as `poserender triton-client --concurrency 1` does, minus the
-video encoding. For each number of streams (--streams, default 1,2,4,8) every stream first
-sends one warm-up request, then all streams start together and send --frames frames each.
+video encoding. One unmeasured request warms the server up; then for each number of streams
+(--streams, default 1,2,4,8) all streams start together and send --frames frames each.
 Reported per row: frames/s over the phase (all frames received / the time from the first send
 to the last reply), request latency p50/p99 (send to reply, one request = --batch frames),
 frames lost (sent but not received with the expected shape: must be 0), and from Triton's
@@ -119,9 +119,10 @@ def statistics_delta(before, after) -> Dict[str, Dict[str, float]]:
 
 
 def run_phase(connect, config, identities, poses, prepare, batch: int, frames: int, height: int,
-              width: int) -> Dict[str, Any]:
+              width: int, warmup: bool) -> Dict[str, Any]:
     """All streams at once, each over its own ``connect()`` transport; per request latency;
-    frames received with the right shape."""
+    frames received with the right shape. ``warmup``: one unmeasured request first (the
+    sessions' first run)."""
     from poserender.triton.client import build_request
 
     streams = len(identities)
@@ -133,8 +134,8 @@ def run_phase(connect, config, identities, poses, prepare, batch: int, frames: i
             own.append(build_request({**identity, **prepare(chunk)}, config))
         requests.append(own)
     transports = [connect() for _ in range(streams)]
-    for transport, own in zip(transports, requests):                 # warm-up, not measured
-        transport.infer(config.name, own[0], ["frames"])
+    if warmup:
+        transports[0].infer(config.name, requests[0][0], ["frames"])
     latencies: List[float] = []
     received, errors = [0] * streams, []
     barrier = threading.Barrier(streams + 1)
@@ -252,7 +253,7 @@ def main() -> int:
             local = LocalTriton(tmp / "repo")
             local_config = local.get_model_config(metadata["ensemble"])
             baseline = run_phase(lambda: local, local_config, identities[:1], poses, prepare, args.batch, args.frames,
-                                 height, width)
+                                 height, width, warmup=True)
             print(f"in-process baseline (ONNX Runtime, no server, 1 stream): {baseline['fps']} fps, request p50 "
                   f"{baseline['latency_ms_p50']} ms", flush=True)
         server = TritonServer([tmp / "repo"], http_port=free_port(), grpc_port=free_port(), server=args.server)
@@ -266,7 +267,7 @@ def main() -> int:
             for n in streams:
                 before = server_statistics(stats_client)
                 row = run_phase(lambda: GrpcTransport(server.grpc_url, timeout_s=args.timeout), config, identities[:n],
-                                poses, prepare, args.batch, args.frames, height, width)
+                                poses, prepare, args.batch, args.frames, height, width, warmup=not rows)
                 row["server"] = statistics_delta(before, server_statistics(stats_client))
                 rows.append(row)
                 print(f"{n} streams: {row['fps']} fps ({row['fps_per_stream']} per stream), request p50 "

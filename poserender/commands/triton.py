@@ -86,7 +86,9 @@ def triton(model_dir, output, devices, max_batch, preferred_batch, queue_delay_u
 @click.option("--log", "log_file", type=click.Path(dir_okay=False),
               help="Write the server's log to this file (default: a temporary file, removed on exit).")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for every model to load.")
-@click.option("--print-command", is_flag=True, help="Print the tritonserver command line and exit.")
+@click.option("--print-command", is_flag=True,
+              help="Print the tritonserver command line and exit (the backend folder and environment it gets "
+                   "are made at start).")
 @user_errors
 def triton_serve(repositories, address, http_port, grpc_port, metrics_port, server, log_file, timeout,
                  print_command) -> None:
@@ -121,6 +123,8 @@ def triton_serve(repositories, address, http_port, grpc_port, metrics_port, serv
     def terminate(signum, frame):
         raise KeyboardInterrupt
 
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        log(f"poserender: warning: --address {address}: the endpoints are reachable from other machines")
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         log(f"starting {server_run.binary.source} ({server_run.binary.executable}) on "

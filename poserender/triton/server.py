@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from ..errors import UserError
-from .contract import PYTHON_PATH_ENV, SERVER_INSTALL
+from .contract import ENSEMBLE_PLATFORM, PYTHON_BACKEND, PYTHON_PATH_ENV, SERVER_INSTALL
 from .python_backend import interpreter_path
 
 NOT_FOUND = (f"no tritonserver found: install the one in the nvidia-pytriton wheel with {SERVER_INSTALL} "
@@ -124,6 +124,23 @@ def libpython_dir() -> str:
                     f"install libpython{sys.version_info[0]}.{sys.version_info[1]}")
 
 
+def check_backends(repositories: Sequence[Path], binary: ServerBinary) -> None:
+    """The wheel's server has the Python backend only: refuse, before starting it, a repository
+    whose models need another one (it would fail to load them and exit)."""
+    if binary.wheel_root is None:
+        return
+    from .validate import load_config, model_kind
+
+    for repo in repositories:
+        for folder in sorted(p for p in repo.iterdir() if (p / "config.pbtxt").is_file()):
+            kind = model_kind(load_config(folder / "config.pbtxt"))
+            if kind not in (PYTHON_BACKEND, ENSEMBLE_PLATFORM):
+                raise UserError(f"model {folder.name!r} needs Triton's {kind} backend, which the server of "
+                                f"{binary.source} does not have (it has the Python backend): write the repository "
+                                "with `poserender triton --backend python`, or serve it with NVIDIA's container "
+                                "(--server PATH)", repo)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on now (the kernel's pick for port 0)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
@@ -154,6 +171,7 @@ class TritonServer:
                 raise UserError("not a folder; expected a repository written by `poserender triton`", repo)
         self.address, self.http_port, self.grpc_port, self.metrics_port = address, http_port, grpc_port, metrics_port
         self.binary = find_server(server)
+        check_backends(self.repositories, self.binary)
         self.extra_args = list(extra_args)
         self.log_path = Path(log) if log else None
         self.process: Optional[subprocess.Popen] = None

@@ -290,3 +290,12 @@ def test_triton_serve_binds_loopback_without_metrics(server_binary, served_repos
     for flag in ("--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--allow-metrics=false",
                  "--allow-gpu-metrics=false", "--http-port=8000", "--grpc-port=8001"):
         assert flag in result.output.split()
+
+
+def test_triton_serve_refuses_a_repository_the_wheels_server_cannot_load(server_binary, pose2img_repo):
+    if server_binary.wheel_root is None:
+        pytest.skip("the server on PATH may have the ONNX Runtime backend")
+    result = run("triton-serve", pose2img_repo)
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "model 'pose2img_frame' needs Triton's onnxruntime_onnx backend" in result.output
+    assert "--backend python" in result.output
