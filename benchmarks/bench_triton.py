@@ -66,33 +66,29 @@ def model_folder(name: str) -> Path:
     return out
 
 
-def stream_inputs(model_dir: Path, streams: int, folder: Path):
-    """Per stream: the identity inputs (a source image of its own) and the clip's frames, prepared
-    by the pose2img adapter as triton-client prepares them."""
-    import cv2
-
+def stream_inputs(model_dir: Path, model: str, streams: int, folder: Path):
+    """Canvas-ready ensemble inputs, read as `poserender bench` reads them: the demo puppet for the
+    demo model, the Oliver frame and keypoints from ../shared/data/oliver for others when present,
+    else synthetic ones. Returns (per-stream identity inputs, each with its own source image made
+    by shifting the picture, the frames' (target_keypoints, target_valid), what was used)."""
+    from poserender.bench import load_inputs
+    from poserender.config import Pose2ImgConfig
     from poserender.demo import puppet_inputs
     from poserender.manifest import read_manifest
-    from poserender.runtime.adapters import adapter_for
-    from poserender.runtime.sources import open_source
-    from poserender.triton.client import identity_inputs
 
-    manifest = read_manifest(model_dir)
-    image, source_keypoints, clip = puppet_inputs(folder, None, None)
-    meta = {"family": manifest.get("family", "pose2img"), "canvas": manifest["canvas"], "config": manifest["config"]}
-    picture = cv2.imread(str(image))
-    identities, poses = [], None
-    for i in range(streams):
-        path = folder / f"identity{i}.png"
-        cv2.imwrite(str(path), np.roll(picture, 7 * i, axis=1))
-        adapter = adapter_for(meta, path, source_keypoints, None)
-        identities.append(identity_inputs(adapter))
-        if poses is None:
-            source = open_source(str(clip), adapter.open_file, 25.0)
-            poses = [adapter.normalise(frame) for frame in source]
-            source.close()
-            prepare = adapter.prepare
-    return identities, poses, prepare
+    config = Pose2ImgConfig.from_dict(read_manifest(model_dir)["config"])
+    oliver = REPO.parent / "shared" / "data" / "oliver"
+    if model == "demo":
+        files = puppet_inputs(folder, None, None)
+    elif (oliver / "varying_tmplt.npz").is_file():
+        image = next(oliver.glob("*.jpg"))
+        files = (image, image.with_name(image.name[:-len(".jpg")] + ".npy"), oliver / "varying_tmplt.npz")
+    else:
+        files = (None, None, None)
+    inputs = load_inputs(config, *files)
+    identities = [{**inputs.source_feed(), "source_image": np.ascontiguousarray(np.roll(inputs.image, 7 * i, axis=3))}
+                  for i in range(streams)]
+    return identities, (inputs.target_keypoints, inputs.target_valid), inputs.described
 
 
 def server_statistics(client) -> Dict[str, Dict[str, int]]:
@@ -118,20 +114,22 @@ def statistics_delta(before, after) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def run_phase(connect, config, identities, poses, prepare, batch: int, frames: int, height: int,
-              width: int, warmup: bool) -> Dict[str, Any]:
+def run_phase(connect, config, identities, targets, batch: int, frames: int, height: int, width: int,
+              warmup: bool) -> Dict[str, Any]:
     """All streams at once, each over its own ``connect()`` transport; per request latency;
     frames received with the right shape. ``warmup``: one unmeasured request first (the
     sessions' first run)."""
     from poserender.triton.client import build_request
 
     streams = len(identities)
+    keypoints, valid = targets
     requests = []
     for identity in identities:
         own = []
         for start in range(0, frames, batch):
-            chunk = [poses[(start + k) % len(poses)] for k in range(min(batch, frames - start))]
-            own.append(build_request({**identity, **prepare(chunk)}, config))
+            index = [(start + k) % len(keypoints) for k in range(min(batch, frames - start))]
+            own.append(build_request({**identity, "target_keypoints": keypoints[index],
+                                      "target_valid": valid[index]}, config))
         requests.append(own)
     transports = [connect() for _ in range(streams)]
     if warmup:
@@ -244,7 +242,7 @@ def main() -> int:
         tmp = Path(tmp)
         options = TritonOptions(devices=parse_devices(args.devices), backend=args.backend, threads=args.threads)
         metadata = generate_repository(model_dir, tmp / "repo", options)
-        identities, poses, prepare = stream_inputs(model_dir, max(streams), tmp)
+        identities, targets, described = stream_inputs(model_dir, args.model, max(streams), tmp)
         height, width = (int(v) for v in metadata["canvas"])
         baseline = None
         if args.backend != "tensorrt":       # the same requests run in this process, one stream, no server
@@ -252,7 +250,7 @@ def main() -> int:
 
             local = LocalTriton(tmp / "repo")
             local_config = local.get_model_config(metadata["ensemble"])
-            baseline = run_phase(lambda: local, local_config, identities[:1], poses, prepare, args.batch, args.frames,
+            baseline = run_phase(lambda: local, local_config, identities[:1], targets, args.batch, args.frames,
                                  height, width, warmup=True)
             print(f"in-process baseline (ONNX Runtime, no server, 1 stream): {baseline['fps']} fps, request p50 "
                   f"{baseline['latency_ms_p50']} ms", flush=True)
@@ -267,7 +265,7 @@ def main() -> int:
             for n in streams:
                 before = server_statistics(stats_client)
                 row = run_phase(lambda: GrpcTransport(server.grpc_url, timeout_s=args.timeout), config, identities[:n],
-                                poses, prepare, args.batch, args.frames, height, width, warmup=not rows)
+                                targets, args.batch, args.frames, height, width, warmup=not rows)
                 row["server"] = statistics_delta(before, server_statistics(stats_client))
                 rows.append(row)
                 print(f"{n} streams: {row['fps']} fps ({row['fps_per_stream']} per stream), request p50 "
@@ -277,7 +275,7 @@ def main() -> int:
     result = {"schema": "poserender-triton-bench/1", "command": " ".join(shlex.quote(a) for a in argv),
               "environment": env, "server": source,
               "model": {"name": label, "path": str(model_dir), "canvas": [height, width],
-                        "manifest_sha256": metadata["export"]["manifest_sha256"]},
+                        "manifest_sha256": metadata["export"]["manifest_sha256"]}, "inputs": described,
               "repository": {"backend": args.backend, "devices": args.devices, "threads": args.threads,
                              "models": {s["model"]: s["platform"] for s in metadata["stages"]}},
               "client": "poserender GrpcTransport, one request in flight per stream, no video encoding",
