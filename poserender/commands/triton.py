@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ..triton.contract import BACKENDS, ENGINE_ALIASES, PYTHON_ENGINES
 from .common import log, user_errors
 
 
@@ -25,14 +26,14 @@ from .common import log, user_errors
               help="dynamic_batching preferred_batch_size.")
 @click.option("--queue-delay-us", default=500, show_default=True, type=int,
               help="dynamic_batching max_queue_delay_microseconds.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt", "python"]),
+@click.option("--backend", type=click.Choice(BACKENDS),
               help="Triton backend of the stage models. onnxruntime: model.onnx; tensorrt: the plans "
                    "`poserender build` made for these GPUs; python: poserender's own engine (--python-engine) "
                    "in Triton's Python backend, which the server of `pip install --no-deps nvidia-pytriton` "
                    "has; auto (default): plans where every listed GPU has a current one, onnxruntime otherwise.")
-@click.option("--engine", type=click.Choice(["auto", "onnx", "plan"]), hidden=True,
+@click.option("--engine", type=click.Choice(list(ENGINE_ALIASES)), hidden=True,
               help="Earlier name of --backend: onnx = onnxruntime, plan = tensorrt.")
-@click.option("--python-engine", default="ort-cpu", show_default=True, type=click.Choice(["ort-cpu"]),
+@click.option("--python-engine", default=PYTHON_ENGINES[0], show_default=True, type=click.Choice(PYTHON_ENGINES),
               help="--backend python: the poserender engine each stage model runs.")
 @click.option("--threads", default=0, show_default=True, type=int,
               help="--backend python: ONNX Runtime threads per model instance (0: all cores).")
