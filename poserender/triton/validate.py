@@ -76,7 +76,11 @@ def config_io(tensors) -> Io:
 
 def onnx_io(path: Union[str, Path]) -> Tuple[Io, Io]:
     """(inputs, outputs) of an ONNX graph: Triton data type and dims (-1 for symbolic dims)."""
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("checking a repository against its ONNX graphs needs onnx: pip install onnx (or the "
+                        "extra: pip install \"poserender[triton]\")") from None
 
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}

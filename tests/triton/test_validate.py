@@ -109,3 +109,21 @@ def test_nothing_imports_tritonclient_or_the_triton_package():
                 or "from poserender.triton" in text:
             offenders.append(rel)
     assert offenders == []
+
+
+def test_without_onnx_the_graph_check_says_how_to_get_it(tiny_model, tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["onnx"] = None
+        from poserender.errors import UserError
+        from poserender.triton.repository import TritonOptions, generate_repository
+        try:
+            generate_repository(sys.argv[1], sys.argv[2], TritonOptions(devices=("cpu",)))
+        except UserError as exc:
+            print("UserError", exc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_model), str(tmp_path / "repo")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("UserError checking a repository against its ONNX graphs needs onnx: pip install")
+    assert not (tmp_path / "repo").exists()
