@@ -115,10 +115,10 @@ def statistics_delta(before, after) -> Dict[str, Dict[str, float]]:
 
 
 def run_phase(connect, config, identities, targets, batch: int, frames: int, height: int, width: int,
-              warmup: bool) -> Dict[str, Any]:
+              warmup: bool, statistics=None) -> Dict[str, Any]:
     """All streams at once, each over its own ``connect()`` transport; per request latency;
     frames received with the right shape. ``warmup``: one unmeasured request first (the
-    sessions' first run)."""
+    sessions' first run). ``statistics()``: the server's counters, read around the measured part."""
     from poserender.triton.client import build_request
 
     streams = len(identities)
@@ -138,6 +138,7 @@ def run_phase(connect, config, identities, targets, batch: int, frames: int, hei
     received, errors = [0] * streams, []
     barrier = threading.Barrier(streams + 1)
     lock = threading.Lock()
+    before = statistics() if statistics else None
 
     def stream(i: int) -> None:
         barrier.wait()
@@ -164,13 +165,14 @@ def run_phase(connect, config, identities, targets, batch: int, frames: int, hei
         t.join()
     seconds = time.perf_counter() - started
     total = sum(received)
+    server = statistics_delta(before, statistics()) if statistics else None
     lat = np.array(latencies) * 1e3
     return {"streams": streams, "frames_per_stream": frames, "batch": batch, "requests": len(latencies),
             "seconds": round(seconds, 2), "fps": round(total / seconds, 2),
             "fps_per_stream": round(total / seconds / streams, 2),
             "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
             "latency_ms_p99": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
-            "frames_lost": frames * streams - total, "errors": errors[:3]}
+            "frames_lost": frames * streams - total, "errors": errors[:3], "server": server}
 
 
 def plot(rows: List[Dict[str, Any]], title: str, path: Path) -> None:
@@ -263,10 +265,9 @@ def main() -> int:
 
             stats_client = grpcclient.InferenceServerClient(server.grpc_url)
             for n in streams:
-                before = server_statistics(stats_client)
                 row = run_phase(lambda: GrpcTransport(server.grpc_url, timeout_s=args.timeout), config, identities[:n],
-                                targets, args.batch, args.frames, height, width, warmup=not rows)
-                row["server"] = statistics_delta(before, server_statistics(stats_client))
+                                targets, args.batch, args.frames, height, width, warmup=not rows,
+                                statistics=lambda: server_statistics(stats_client))
                 rows.append(row)
                 print(f"{n} streams: {row['fps']} fps ({row['fps_per_stream']} per stream), request p50 "
                       f"{row['latency_ms_p50']} ms p99 {row['latency_ms_p99']} ms, lost {row['frames_lost']}", flush=True)
