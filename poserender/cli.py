@@ -24,6 +24,7 @@ COMMANDS = {
     "train": "poserender.commands.train:train",
     "triton": "poserender.commands.triton:triton",
     "triton-client": "poserender.commands.triton:triton_client",
+    "triton-serve": "poserender.commands.triton:triton_serve",
     "verify": "poserender.commands.verify:verify",
 }
 

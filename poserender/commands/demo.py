@@ -42,9 +42,12 @@ def _pick_backend(requested: str) -> str:
               help="auto: ONNX Runtime on a GPU when one is usable, else on the CPU.")
 @click.option("--batch", default=4, show_default=True, help="Frames per frame-stage call.")
 @click.option("--metrics", type=click.Path(), help="Write fps, latency and per-stage timings to this JSON file.")
+@click.option("--inputs", "inputs_dir", type=click.Path(file_okay=False),
+              help="Render nothing: write the demo's model and inputs into this folder (model/, puppet_source.png, "
+                   "puppet_source.npy, clip.npy) for `poserender render`, `triton` and `triton-client`.")
 @user_errors
 def demo(output: str, sheet: Optional[str], frames: Optional[int], seed: Optional[int], fps: float, realtime: bool,
-         backend: str, batch: int, metrics: Optional[str]) -> None:
+         backend: str, batch: int, metrics: Optional[str], inputs_dir: Optional[str]) -> None:
     """Render the demo puppet with the built-in trained model (a slim Pose2Img trained by
     poserender on its own generated data; nothing is downloaded) to out/demo.mp4 and
     out/demo.png, and print the frame rate and the backend."""
@@ -55,6 +58,9 @@ def demo(output: str, sheet: Optional[str], frames: Optional[int], seed: Optiona
     if batch < 1:
         raise UserError(f"--batch {batch}; expected at least 1")
     model_dir = shipped_model()
+    if inputs_dir is not None:
+        _write_inputs(Path(inputs_dir), model_dir, frames, seed)
+        return
     image, source_kp, targets = puppet_inputs(cache_root() / "demo" / "inputs", frames, seed)
     import numpy as np
 
@@ -71,3 +77,34 @@ def demo(output: str, sheet: Optional[str], frames: Optional[int], seed: Optiona
                  output=Path(output) if output != "-" else "-", fmt=None, fps=fps, audio=None, batch=batch,
                  on_bad_frame="hold", max_frames=None, realtime=realtime, preview=sheet or None,
                  preview_every=max(1, n // CONTACT_SHEET_FRAMES), metrics=metrics)
+
+
+def _write_inputs(folder: Path, model_dir: Path, frames: Optional[int], seed: Optional[int]) -> None:
+    """The shipped model (copied whole, then renamed into place) and the puppet's inputs."""
+    import shutil
+
+    import numpy as np
+
+    from ..demo import puppet_inputs
+    from ..fileio import temp_dir_beside
+
+    if folder.exists() and not folder.is_dir():
+        raise UserError("exists and is not a folder; --inputs takes a folder", folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    work = temp_dir_beside(folder / "model")
+    try:
+        for item in model_dir.iterdir():
+            if item.is_file():
+                shutil.copyfile(item, work / item.name)
+        if (folder / "model").exists():
+            shutil.rmtree(folder / "model")
+        work.rename(folder / "model")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    image, source_kp, targets = puppet_inputs(folder, frames, seed)
+    shutil.copyfile(targets, folder / "clip.npy")
+    if targets.parent == folder and targets.name != "clip.npy":
+        targets.unlink()
+    click.echo(f"wrote the demo model and inputs to {folder}: model/, {image.name}, {source_kp.name}, clip.npy "
+               f"({int(np.load(folder / 'clip.npy', mmap_mode='r').shape[0])} frames)")
+

@@ -1,5 +1,6 @@
-"""`poserender triton` (an export -> a Triton model repository) and `poserender triton-client`
-(a keypoint file -> the repository's ensemble on a Triton server -> a video)."""
+"""`poserender triton` (an export -> a Triton model repository), `poserender triton-serve` (a real
+tritonserver on it) and `poserender triton-client` (a keypoint file -> the repository's ensemble
+on a Triton server -> a video)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ..triton.contract import BACKENDS, ENGINE_ALIASES, PYTHON_ENGINES
 from .common import log, user_errors
 
 
@@ -14,18 +16,27 @@ from .common import log, user_errors
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Repository folder to write, e.g. model_repository/ (replaced if it holds an earlier one).")
-@click.option("--devices", default="0", show_default=True,
+@click.option("--devices",
               help="Where Triton runs each model: GPU indices (0,1: an instance on each; 0,0: two on GPU 0) "
-                   "or cpu (cpu,cpu: two CPU instances).")
+                   "or cpu (cpu,cpu: two CPU instances). Default: 0 where nvidia-smi lists a GPU, else cpu "
+                   "(always cpu for --backend python).")
 @click.option("--max-batch", default=8, show_default=True, type=int,
               help="max_batch_size of the batching (per-identity) models, capped at each stage's batch range.")
 @click.option("--preferred-batch", default=4, show_default=True, type=int,
               help="dynamic_batching preferred_batch_size.")
 @click.option("--queue-delay-us", default=500, show_default=True, type=int,
               help="dynamic_batching max_queue_delay_microseconds.")
-@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "onnx", "plan"]),
-              help="onnx: ONNX Runtime backend; plan: the TensorRT plans `poserender build` made for these "
-                   "GPUs; auto: plans where every listed GPU has a current one, ONNX otherwise.")
+@click.option("--backend", type=click.Choice(BACKENDS),
+              help="Triton backend of the stage models. onnxruntime: model.onnx; tensorrt: the plans "
+                   "`poserender build` made for these GPUs; python: poserender's own engine (--python-engine) "
+                   "in Triton's Python backend, which the server of `pip install --no-deps nvidia-pytriton` "
+                   "has; auto (default): plans where every listed GPU has a current one, onnxruntime otherwise.")
+@click.option("--engine", type=click.Choice(list(ENGINE_ALIASES)), hidden=True,
+              help="Earlier name of --backend: onnx = onnxruntime, plan = tensorrt.")
+@click.option("--python-engine", default=PYTHON_ENGINES[0], show_default=True, type=click.Choice(PYTHON_ENGINES),
+              help="--backend python: the poserender engine each stage model runs.")
+@click.option("--threads", default=0, show_default=True, type=int,
+              help="--backend python: ONNX Runtime threads per model instance (0: all cores).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
               help="Which plans to use (default: the precision of the last `poserender build`).")
 @click.option("--name", help="Ensemble name; stage models are NAME_<stage> (default: the family, pose2img or psc).")
@@ -33,29 +44,105 @@ from .common import log, user_errors
               help="Enable Triton's response cache on the identity stage, so a repeated identity skips it "
                    "(the server must run with --cache-config local,size=BYTES).")
 @user_errors
-def triton(model_dir, output, devices, max_batch, preferred_batch, queue_delay_us, engine, precision, name,
-           cache_source) -> None:
+def triton(model_dir, output, devices, max_batch, preferred_batch, queue_delay_us, backend, engine, python_engine,
+           threads, precision, name, cache_source) -> None:
     """Write a Triton Inference Server model repository for an exported MODEL_DIR.
 
-    One model per stage (ONNX Runtime or TensorRT backend) and an ensemble that takes the
-    identity inputs and a batch of keypoints and returns uint8 BGR frames. Every config.pbtxt
-    is checked against Triton's schema, the ONNX graphs and the ensemble rules before the
-    folder is written.
+    One model per stage (ONNX Runtime, TensorRT or Python backend) and an ensemble that takes
+    the identity inputs and a batch of keypoints and returns uint8 BGR frames. Every
+    config.pbtxt is checked against Triton's schema, the ONNX graphs and the ensemble rules
+    before the folder is written.
 
     \b
-    poserender triton art/oliver -o model_repository --devices 0,1
-    docker run --gpus all -p 8000:8000 -p 8001:8001 -p 8002:8002 -v $PWD/model_repository:/models \\
-        nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models
+    poserender triton art/oliver -o model_repository --backend python
+    poserender triton-serve model_repository
+    poserender triton art/oliver -o model_repository --devices 0,1 --backend tensorrt
     """
-    from ..triton.repository import TritonOptions, generate_repository, parse_devices
+    from ..triton.contract import backend_name
+    from ..triton.repository import TritonOptions, default_devices, generate_repository, parse_devices
 
-    options = TritonOptions(devices=parse_devices(devices), max_batch=max_batch, preferred_batch=preferred_batch,
-                            queue_delay_us=queue_delay_us, engine=engine, name=name, precision=precision,
-                            cache_source=cache_source)
+    if engine is not None and backend is not None and backend_name(engine) != backend:
+        raise UserError(f"--engine {engine} (= --backend {backend_name(engine)}) contradicts --backend {backend}; "
+                        "give --backend only")
+    backend = backend or backend_name(engine or "auto")
+    options = TritonOptions(devices=parse_devices(devices) if devices is not None else default_devices(backend),
+                            max_batch=max_batch, preferred_batch=preferred_batch, queue_delay_us=queue_delay_us,
+                            backend=backend, name=name, precision=precision, cache_source=cache_source,
+                            python_engine=python_engine, threads=threads)
     metadata = generate_repository(Path(model_dir), Path(output), options, log=log)
     models = ", ".join(s["model"] for s in metadata["stages"])
     click.echo(f"wrote Triton repository {output}: ensemble {metadata['ensemble']!r} "
                f"({' -> '.join(metadata['chain'])}), models {models}")
+
+
+@click.command("triton-serve")
+@click.argument("repositories", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address the HTTP, gRPC and metrics endpoints bind (0.0.0.0 exposes them to the network).")
+@click.option("--http-port", default=8000, show_default=True, type=int)
+@click.option("--grpc-port", default=8001, show_default=True, type=int)
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (default: metrics off).")
+@click.option("--server", type=click.Path(dir_okay=False),
+              help="The tritonserver to run (default: the nvidia-pytriton wheel's, else tritonserver on PATH).")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False),
+              help="Write the server's log to this file (default: a temporary file, removed on exit).")
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for every model to load.")
+@click.option("--print-command", is_flag=True,
+              help="Print the tritonserver command line and exit (the backend folder and environment it gets "
+                   "are made at start).")
+@user_errors
+def triton_serve(repositories, address, http_port, grpc_port, metrics_port, server, log_file, timeout,
+                 print_command) -> None:
+    """Run a real tritonserver on repositories written by `poserender triton`.
+
+    Binds 127.0.0.1 by default, waits until every model is loaded, prints the endpoints, and
+    stops the server on Ctrl-C or SIGTERM. Python-backend models run poserender from this
+    interpreter's packages.
+
+    \b
+    poserender triton art/oliver -o model_repository --backend python
+    poserender triton-serve model_repository
+    poserender triton-client --url 127.0.0.1:8001 --source img.jpg --source-keypoints kp.npy poses.npz -o out.mp4
+    """
+    import shlex
+    import signal
+    import time
+
+    from ..triton.server import TritonServer
+
+    for port, option in ((http_port, "--http-port"), (grpc_port, "--grpc-port"), (metrics_port, "--metrics-port")):
+        if port is not None and not 1 <= port <= 65535:
+            raise UserError(f"{option} {port}; expected a TCP port, 1 to 65535")
+    if timeout <= 0:
+        raise UserError(f"--timeout {timeout:g}; expected seconds > 0")
+    server_run = TritonServer(repositories, address=address, http_port=http_port, grpc_port=grpc_port,
+                              metrics_port=metrics_port, server=server, log=log_file)
+    if print_command:
+        click.echo(shlex.join(server_run.command()))
+        return
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        log(f"poserender: warning: --address {address}: the endpoints are reachable from other machines")
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        log(f"starting {server_run.binary.source} ({server_run.binary.executable}) on "
+            f"{', '.join(str(r) for r in repositories)}")
+        server_run.start().wait_ready(timeout)
+        click.echo(f"tritonserver ready: gRPC {server_run.grpc_url}, HTTP {server_run.http_url}"
+                   + (f", metrics http://{address}:{metrics_port}/metrics" if metrics_port else "")
+                   + " (Ctrl-C stops it)")
+        while server_run.process.poll() is None:
+            time.sleep(0.5)
+        raise UserError(f"tritonserver exited with code {server_run.process.returncode}: {server_run.log_tail()}")
+    except KeyboardInterrupt:
+        code = server_run.stop()
+        click.echo(f"tritonserver stopped (exit code {code})")
+    finally:
+        server_run.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command("triton-client")

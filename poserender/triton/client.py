@@ -28,7 +28,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Protocol
 import numpy as np
 
 from ..errors import UserError
-from .repository import CLIENT_PARAMETER, ENSEMBLE_PLATFORM
+from .contract import CLIENT_PARAMETER, ENSEMBLE_PLATFORM
 
 NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_FP64": np.float64, "TYPE_UINT8": np.uint8,
                 "TYPE_INT8": np.int8, "TYPE_INT32": np.int32, "TYPE_INT64": np.int64, "TYPE_BOOL": np.bool_}
@@ -200,7 +200,16 @@ class GrpcTransport:
         except self._errors() as exc:
             raise UserError(f"Triton at {self.url}: inference on {model!r} failed "
                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        return {n: result.as_numpy(n) for n in outputs}
+        arrays = {}
+        for name in outputs:
+            try:
+                arrays[name] = result.as_numpy(name)
+            except ValueError as exc:        # the bytes sent do not fill the shape the response states
+                raise UserError(f"Triton at {self.url}: {model!r} returned output {name!r} with too few bytes "
+                                f"for its shape ({exc})") from None
+            if arrays[name] is None:
+                raise UserError(f"Triton at {self.url}: {model!r} returned no output {name!r}")
+        return arrays
 
 
 # --- the streaming loop -------------------------------------------------------------------------

@@ -3,7 +3,8 @@ Triton: ``poserender triton-client --local REPO`` and the tests use it.
 
 It does what the server does with the files of the repository and nothing more: a request to
 a model is checked against that model's ``config.pbtxt`` (dtypes; shapes, with the batch axis
-of a batching model limited to ``max_batch_size``), a stage model runs its ``1/model.onnx``,
+of a batching model limited to ``max_batch_size``), a stage model runs its ``1/model.onnx`` (a
+Python-backend model: the graph its ``model.py`` runs),
 and an ensemble runs its steps in data-flow order, each step's ``input_map``/``output_map``
 connecting the tensors. It does not batch requests together, and it cannot run TensorRT plans.
 """
@@ -17,9 +18,10 @@ from typing import Dict, Sequence, Union
 import numpy as np
 
 from ..errors import UserError
+from ..manifest import read_manifest
 from .client import Request, contracts
-from .repository import ENSEMBLE_PLATFORM, ONNX_PLATFORM
-from .validate import load_config
+from .contract import ENSEMBLE_PLATFORM, ONNX_PLATFORM, PYTHON_BACKEND
+from .validate import load_config, model_kind
 
 
 class LocalTriton:
@@ -77,9 +79,9 @@ class LocalTriton:
                     tensors.update({v: out[k] for k, v in step.output_map.items()})
                     pending.remove(step)
             return tensors
-        if config.platform != ONNX_PLATFORM:
+        if model_kind(config) not in (ONNX_PLATFORM, PYTHON_BACKEND):
             raise UserError(f"model {model!r} is a {config.platform} model; running a repository locally needs "
-                            "ONNX models (generate it with --engine onnx)")
+                            "ONNX models (generate it with --backend onnxruntime or python)")
         session = self._session(model, config)
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, feed)))
@@ -92,6 +94,10 @@ class LocalTriton:
                 options = ort.SessionOptions()
                 if self.threads:
                     options.intra_op_num_threads = self.threads
-                path = self.repo / model / "1" / (config.default_model_filename or "model.onnx")
+                version = self.repo / model / "1"
+                if model_kind(config) == PYTHON_BACKEND:       # the graph its model.py runs
+                    path = version / read_manifest(version)["stages"][0]["file"]
+                else:
+                    path = version / (config.default_model_filename or "model.onnx")
                 self._sessions[model] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             return self._sessions[model]

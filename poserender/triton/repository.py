@@ -4,7 +4,7 @@ Layout (``NAME`` defaults to the family, ``pose2img`` or ``psc``)::
 
     REPO/
       NAME/config.pbtxt  NAME/1/           the ensemble: identity + keypoints in, uint8 frames out
-      NAME_source/config.pbtxt  NAME_source/1/model.onnx    (or model.plan)
+      NAME_source/config.pbtxt  NAME_source/1/model.onnx    (model.plan; or model.py, see below)
       NAME_frame/...   (psc: also NAME_parsing, NAME_interp)
       poserender_triton.json               what was generated from what (read by triton-client)
 
@@ -25,7 +25,13 @@ per request, so a request carries the identity inputs and a batch of frames; the
 runs once per request (``--cache-source`` lets Triton's response cache skip it for an identity
 it has seen, when the server runs with ``--cache-config``). ``instance_group`` comes from
 ``--devices``: one group per GPU index (``KIND_GPU``, ``gpus: [i]``, ``count`` = how often the
-index is listed) or ``KIND_CPU``.
+index is listed) or ``KIND_CPU``; without ``--devices``, GPU 0 where nvidia-smi lists a GPU and
+the CPU otherwise.
+
+``--backend`` picks the Triton backend of the stage models: ``onnxruntime`` (``model.onnx``),
+``tensorrt`` (the plans of ``poserender build``), ``auto`` (plans where current, else ONNX) or
+``python``: poserender's own engine inside Triton's Python backend (:mod:`.python_backend`),
+which is what the tests and benchmarks run against a real server here.
 """
 from __future__ import annotations
 
@@ -46,16 +52,13 @@ from ..errors import UserError
 from ..fileio import temp_dir_beside
 from ..manifest import MANIFEST, read_manifest, sha256_file
 from ..specs import StageSpec, TensorSpec
+from . import python_backend
+from .contract import (BACKENDS, CLIENT_PARAMETER, ENSEMBLE_CHAINS, ENSEMBLE_PLATFORM, FORMAT_VERSION, METADATA,
+                       ONNX_PLATFORM, PLAN_PLATFORM, PYTHON_BACKEND, PYTHON_ENGINES, TRITON_DTYPES, batchable,
+                       model_names)
+from .pbtxt import Enum, to_pbtxt
+from .validate import validate_repository
 
-METADATA = "poserender_triton.json"
-FORMAT_VERSION = 1
-ENGINES = ("auto", "onnx", "plan")
-ONNX_PLATFORM, PLAN_PLATFORM, ENSEMBLE_PLATFORM = "onnxruntime_onnx", "tensorrt_plan", "ensemble"
-#: stages the ensemble runs, in order, per family; other stages are served as models of their own
-ENSEMBLE_CHAINS = {"pose2img": ("source", "frame"), "psc": ("source", "parsing", "frame")}
-TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64"}
-#: the ensemble parameter holding the metadata the client needs (family, canvas, config, chain)
-CLIENT_PARAMETER = "poserender"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -69,14 +72,23 @@ class TritonOptions:
     max_batch: int = 8
     preferred_batch: int = 4
     queue_delay_us: int = 500
-    engine: str = "auto"
+    backend: str = "auto"
     name: Optional[str] = None
     precision: Optional[str] = None
     cache_source: bool = False
+    python_engine: str = "ort-cpu"         # --backend python: the poserender engine each stage runs
+    threads: int = 0                       # --backend python: ONNX Runtime threads per instance (0: all)
 
     def check(self) -> None:
-        if self.engine not in ENGINES:
-            raise UserError(f"--engine {self.engine!r}; expected one of {', '.join(ENGINES)}")
+        if self.backend not in BACKENDS:
+            raise UserError(f"--backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
+        if self.python_engine not in PYTHON_ENGINES:
+            raise UserError(f"--python-engine {self.python_engine!r}; expected one of {', '.join(PYTHON_ENGINES)}")
+        if self.backend == PYTHON_BACKEND and self.on_gpu:
+            raise UserError(f"--backend python runs poserender's CPU engine ({', '.join(PYTHON_ENGINES)}) in "
+                            f"Triton; use --devices cpu (got {','.join(self.devices)})")
+        if self.threads < 0:
+            raise UserError(f"--threads {self.threads}; expected 0 (all cores) or more")
         if self.max_batch < 1:
             raise UserError(f"--max-batch {self.max_batch}; expected at least 1")
         if not 1 <= self.preferred_batch <= self.max_batch:
@@ -95,6 +107,16 @@ class TritonOptions:
         return list(dict.fromkeys(int(d) for d in self.devices)) if self.on_gpu else []
 
 
+def default_devices(backend: str) -> Tuple[str, ...]:
+    """``--devices`` left out: the CPU for the Python backend and on a machine where nvidia-smi
+    lists no GPU, else GPU 0."""
+    if backend == PYTHON_BACKEND:
+        return ("cpu",)
+    from ..doctor import nvidia_smi
+
+    return ("0",) if nvidia_smi()["gpus"] else ("cpu",)
+
+
 def parse_devices(text: str) -> Tuple[str, ...]:
     """``--devices``: ``cpu`` (``cpu,cpu`` = two CPU instances) or GPU indices ``0,1`` (``0,0`` =
     two instances on GPU 0). GPUs are those of the machine that runs Triton, so they are not
@@ -110,55 +132,7 @@ def parse_devices(text: str) -> Tuple[str, ...]:
                     "CPU and GPU cannot be mixed in one list")
 
 
-# --- config.pbtxt text --------------------------------------------------------------------------
-
-class Enum(str):
-    """An enum value in protobuf text format (written bare: ``TYPE_FP32``, ``KIND_GPU``)."""
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, Enum):
-        return str(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    out = []
-    for byte in str(value).encode("utf-8"):
-        char = chr(byte)
-        out.append("\\" + char if char in '"\\' else char if 32 <= byte < 127 else f"\\{byte:03o}")
-    return '"' + "".join(out) + '"'
-
-
-def to_pbtxt(message: Mapping[str, Any], indent: int = 0) -> str:
-    """A nested dict as protobuf text format. Lists of dicts are repeated messages (map fields
-    too: ``[{"key": k, "value": v}]``); lists of scalars are written ``[ a, b ]``."""
-    pad, lines = "  " * indent, []
-    for key, value in message.items():
-        if isinstance(value, Mapping):
-            lines.append(f"{pad}{key} {{")
-            lines.append(to_pbtxt(value, indent + 1))
-            lines.append(f"{pad}}}")
-        elif isinstance(value, (list, tuple)) and value and isinstance(value[0], Mapping):
-            lines.append(f"{pad}{key} [")
-            for i, item in enumerate(value):
-                lines.append(f"{pad}  {{")
-                lines.append(to_pbtxt(item, indent + 2))
-                lines.append(f"{pad}  }}" + ("," if i < len(value) - 1 else ""))
-            lines.append(f"{pad}]")
-        elif isinstance(value, (list, tuple)):
-            lines.append(f"{pad}{key}: [ " + ", ".join(_scalar(v) for v in value) + " ]")
-        else:
-            lines.append(f"{pad}{key}: {_scalar(value)}")
-    return "\n".join(line for line in lines if line)
-
-
 # --- per-stage configs ------------------------------------------------------------------------
-
-def batchable(spec: StageSpec) -> bool:
-    """True when every input and output carries the batch axis first: Triton may merge requests."""
-    return all(t.shape and t.shape[0] == "batch" for t in spec.inputs + spec.outputs)
-
 
 def triton_dims(tensor: TensorSpec, batching: bool) -> List[int]:
     """Config dims of a tensor: without the batch axis for a batching model; "batch" -> -1."""
@@ -185,7 +159,8 @@ def instance_groups(devices: Sequence[str]) -> List[Dict[str, Any]]:
 
 @dataclasses.dataclass
 class EngineChoice:
-    """The serialized engine(s) a stage model is served from."""
+    """The serialized engine(s) a stage model is served from (``platform`` is the Python backend's
+    name, ``python``, for a Python-backend model, whose files :mod:`.python_backend` writes)."""
 
     platform: str
     files: Dict[str, Path]                      # name in the version folder -> source file
@@ -196,6 +171,8 @@ class EngineChoice:
     def describe(self) -> str:
         if self.platform == ONNX_PLATFORM:
             return "ONNX Runtime (model.onnx)"
+        if self.platform == PYTHON_BACKEND:
+            return f"Python backend (model.py running poserender's engine on {', '.join(self.files)})"
         precision = self.records[0].get("precision", "?") if self.records else "?"
         return f"TensorRT ({precision}, " + ", ".join(sorted(self.files)) + ")"
 
@@ -204,7 +181,8 @@ def stage_config(model_name: str, spec: StageSpec, engine: EngineChoice, options
                  cache: bool = False) -> Dict[str, Any]:
     batching = batchable(spec)
     max_batch = min(options.max_batch, spec.max_batch) if batching else 0
-    config: Dict[str, Any] = {"name": model_name, "platform": engine.platform, "max_batch_size": max_batch,
+    kind = {"backend": PYTHON_BACKEND} if engine.platform == PYTHON_BACKEND else {"platform": engine.platform}
+    config: Dict[str, Any] = {"name": model_name, **kind, "max_batch_size": max_batch,
                               "default_model_filename": engine.default_model_filename}
     if engine.cc_model_filenames:
         config["cc_model_filenames"] = [{"key": cc, "value": f} for cc, f in engine.cc_model_filenames.items()]
@@ -216,6 +194,9 @@ def stage_config(model_name: str, spec: StageSpec, engine: EngineChoice, options
     config["instance_group"] = instance_groups(options.devices)
     if cache:
         config["response_cache"] = {"enable": True}
+    if engine.platform == PYTHON_BACKEND:
+        parameters = python_backend.stage_parameters(options.python_engine, options.threads)
+        config["parameters"] = [{"key": k, "value": {"string_value": v}} for k, v in parameters.items()]
     return config
 
 
@@ -269,14 +250,17 @@ def _merge_dims(name: str, a: Sequence[int], b: Sequence[int]) -> List[int]:
 
 def choose_engine(model_dir: Path, manifest: Mapping[str, Any], entry: Mapping[str, Any],
                   options: TritonOptions) -> EngineChoice:
-    """``model.onnx``, or the stage's TensorRT plans for the listed GPUs (``--engine plan``, or
-    ``auto`` when every listed GPU has a plan that still matches the ONNX graph and profile)."""
+    """``model.onnx``, the stage's TensorRT plans for the listed GPUs (``--backend tensorrt``, or
+    ``auto`` when every listed GPU has a plan that still matches the ONNX graph and profile), or
+    the Python backend's files (``--backend python``)."""
+    if options.backend == PYTHON_BACKEND:
+        return EngineChoice(PYTHON_BACKEND, {entry["file"]: model_dir / entry["file"]}, "model.py")
     onnx_choice = EngineChoice(ONNX_PLATFORM, {"model.onnx": model_dir / entry["file"]}, "model.onnx")
-    if options.engine == "onnx":
+    if options.backend == "onnxruntime":
         return onnx_choice
     if not options.on_gpu:
-        if options.engine == "plan":
-            raise UserError("--engine plan needs GPU --devices (TensorRT plans run on GPUs); got --devices cpu")
+        if options.backend == "tensorrt":
+            raise UserError("--backend tensorrt needs GPU --devices (TensorRT plans run on GPUs); got --devices cpu")
         return onnx_choice
     stage = entry["name"]
     precision = options.precision or (manifest.get("build") or {}).get("precision")
@@ -292,11 +276,11 @@ def choose_engine(model_dir: Path, manifest: Mapping[str, Any], entry: Mapping[s
             continue
         records.append(record)
     if problems:
-        if options.engine == "auto":
+        if options.backend == "auto":
             return onnx_choice
         build = dict(manifest.get("build") or {})
         build.update({"devices": options.gpu_indices(), "precision": precision or build.get("precision", "fp32")})
-        raise UserError(f"--engine plan: {'; '.join(problems)}; build them with: "
+        raise UserError(f"--backend tensorrt: {'; '.join(problems)}; build them with: "
                         f"{compat.rebuild_command(model_dir, build)}", model_dir)
     by_cc: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
     for record in records:
@@ -322,17 +306,11 @@ def choose_engine(model_dir: Path, manifest: Mapping[str, Any], entry: Mapping[s
 
 # --- the repository -----------------------------------------------------------------------------
 
-def model_names(name: str, stages: Sequence[str]) -> Dict[str, str]:
-    return {stage: f"{name}_{stage}" for stage in stages}
-
-
 def generate_repository(model_dir: Union[str, Path], out_dir: Union[str, Path], options: TritonOptions,
                         log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
     """Write the repository for an exported ``model_dir`` into ``out_dir`` (built in a temporary
     sibling, validated, then renamed into place; an earlier repository there is replaced).
     Returns the metadata written to ``poserender_triton.json``."""
-    from .validate import validate_repository
-
     options.check()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     manifest = read_manifest(model_dir)
@@ -367,8 +345,11 @@ def generate_repository(model_dir: Union[str, Path], out_dir: Union[str, Path], 
             engine = engines[stage]
             folder = work / names[stage]
             (folder / "1").mkdir(parents=True)
-            for dest, src in engine.files.items():
-                shutil.copyfile(src, folder / "1" / dest)
+            if engine.platform == PYTHON_BACKEND:
+                python_backend.write_stage_files(folder / "1", model_dir, manifest, entries[stage])
+            else:
+                for dest, src in engine.files.items():
+                    shutil.copyfile(src, folder / "1" / dest)
             config = stage_config(names[stage], spec, engine, options, cache=options.cache_source and
                                   stage_runs(entries[stage]) == PER_IDENTITY)
             (folder / "config.pbtxt").write_text(to_pbtxt(config) + "\n")

@@ -18,6 +18,8 @@
 
 A TensorRT plan cannot be opened without TensorRT: a ``tensorrt_plan`` model is checked against
 its StageSpec and, when the export folder is given, against the ONNX graph it was built from.
+A Python-backend model (``backend: "python"``) is checked against the graph in its version
+folder, which its ``model.py`` runs.
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import UserError
 from ..specs import StageSpec
-from .repository import (CLIENT_PARAMETER, ENSEMBLE_PLATFORM, METADATA, ONNX_PLATFORM, PLAN_PLATFORM,
-                         TRITON_DTYPES, batchable)
+from .contract import (CLIENT_PARAMETER, ENSEMBLE_PLATFORM, METADATA, ONNX_PLATFORM, PLAN_PLATFORM, PYTHON_BACKEND,
+                       TRITON_DTYPES, batchable)
 
 #: ONNX TensorProto element types -> Triton data types
 ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16",
@@ -74,7 +76,11 @@ def config_io(tensors) -> Io:
 
 def onnx_io(path: Union[str, Path]) -> Tuple[Io, Io]:
     """(inputs, outputs) of an ONNX graph: Triton data type and dims (-1 for symbolic dims)."""
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("checking a repository against its ONNX graphs needs onnx: pip install onnx (or the "
+                        "extra: pip install \"poserender[triton]\")") from None
 
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
@@ -97,6 +103,12 @@ def spec_io(spec: StageSpec) -> Tuple[Io, Io]:
         return {t.name: (TRITON_DTYPES.get(t.dtype, t.dtype), [-1 if d == "batch" else int(d) for d in t.shape])
                 for t in tensors}
     return io(spec.inputs), io(spec.outputs)
+
+
+def model_kind(config) -> str:
+    """A model's platform (``onnxruntime_onnx``, ``tensorrt_plan``, ``ensemble``) or, for a model
+    given by backend only, the backend's name (``python``)."""
+    return config.platform or config.backend
 
 
 def dims_match_wildcard(a: Sequence[int], b: Sequence[int]) -> bool:
@@ -152,13 +164,18 @@ def _check_stage(repo: Path, config, spec: StageSpec, onnx_path: Optional[Path],
     where = f"{config.name}/config.pbtxt"
     problems = report.problems
     version = repo / config.name / "1"
-    files = [config.default_model_filename or ("model.onnx" if config.platform == ONNX_PLATFORM else "model.plan")]
+    kind = model_kind(config)
+    defaults = {ONNX_PLATFORM: "model.onnx", PLAN_PLATFORM: "model.plan", PYTHON_BACKEND: "model.py"}
+    files = [config.default_model_filename or defaults.get(kind, "model.onnx")]
     files += list(config.cc_model_filenames.values())
+    if kind == PYTHON_BACKEND:
+        files += [spec.file, "manifest.json"]
     for f in files:
         if not (version / f).is_file():
             problems.append(f"{config.name}: version folder 1/ has no {f}")
-    if config.platform not in (ONNX_PLATFORM, PLAN_PLATFORM):
-        problems.append(f"{where}: platform {config.platform!r}; expected {ONNX_PLATFORM} or {PLAN_PLATFORM}")
+    if kind not in defaults:
+        problems.append(f"{where}: platform {config.platform!r} / backend {config.backend!r}; expected platform "
+                        f"{ONNX_PLATFORM} or {PLAN_PLATFORM}, or backend {PYTHON_BACKEND}")
     batching = config.max_batch_size > 0
     if batching and not batchable(spec):
         problems.append(f"{where}: max_batch_size {config.max_batch_size} but stage {spec.name!r} takes one "
@@ -333,7 +350,7 @@ def validate_repository(repo: Union[str, Path], onnx_dir: Optional[Union[str, Pa
             report.problems.append(f"{folder.name}/config.pbtxt: name {config.name!r}; Triton expects the folder "
                                    f"name {folder.name!r}")
         configs[folder.name] = config
-        report.models[folder.name] = config.platform
+        report.models[folder.name] = model_kind(config)
     for name, stage in stages.items():
         if name not in configs:
             report.problems.append(f"{METADATA} lists model {name!r}, which has no folder")
@@ -347,6 +364,8 @@ def validate_repository(repo: Union[str, Path], onnx_dir: Optional[Union[str, Pa
             continue
         if config.platform == ONNX_PLATFORM:
             graph = repo / name / "1" / (config.default_model_filename or "model.onnx")
+        elif model_kind(config) == PYTHON_BACKEND:
+            graph = repo / name / "1" / stage["file"]
         else:
             graph = Path(onnx_dir) / stage["file"] if onnx_dir is not None else None
         _check_stage(repo, config, StageSpec.from_dict(stage), graph if graph and graph.is_file() else None, report)

@@ -87,3 +87,21 @@ def test_demo_needs_neither_torch_nor_onnx(tmp_path):
                           env={**__import__("os").environ, "POSERENDER_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "d.mp4").stat().st_size > 0
+
+
+def test_demo_inputs_writes_the_model_and_the_puppet_and_renders_nothing(tmp_path):
+    """`demo --inputs DIR`: what the README's Triton commands take (an exported model folder, a
+    source image, its keypoints, a clip), with nothing to download."""
+    folder = tmp_path / "demo_inputs"
+    for _ in range(2):                                   # a second run replaces the first
+        result = CliRunner().invoke(main, ["demo", "--inputs", str(folder), "-o", str(tmp_path / "x.mp4")])
+        assert result.exit_code == 0, result.output
+    assert "250 frames" in result.output and not (tmp_path / "x.mp4").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["clip.npy", "model", "puppet_source.npy", "puppet_source.png"]
+    for item in MODEL_DIR.iterdir():
+        if item.is_file():
+            assert (folder / "model" / item.name).read_bytes() == item.read_bytes()
+    assert np.array_equal(np.load(folder / "clip.npy"), np.load(CLIP_PATH))
+    result = CliRunner().invoke(main, ["demo", "--inputs", str(folder), "--frames", "5", "--seed", "2"])
+    assert result.exit_code == 0 and np.load(folder / "clip.npy").shape == (5, 3, 137)
+    assert sorted(p.name for p in folder.iterdir()) == ["clip.npy", "model", "puppet_source.npy", "puppet_source.png"]

@@ -222,3 +222,23 @@ def test_client_bad_input_is_one_line(pose2img_repo, tiny_inputs, tmp_path, args
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_an_empty_output_from_the_server_is_an_error_not_frames(pose2img_repo, tiny_inputs):
+    """What the Python backend's stub sent under NumPy 2 before tensors went by DLPack: the
+    output's shape with no bytes. The client says so in one line instead of writing nothing."""
+    from tritonclient.grpc import InferResult, service_pb2
+
+    config, adapter, poses = pose2img_adapter(pose2img_repo, tiny_inputs)
+    request = build_request({**identity_inputs(adapter), **adapter.prepare(poses[:2])}, config)
+    response = service_pb2.ModelInferResponse(model_name="pose2img")
+    output = response.outputs.add(name="frames", datatype="UINT8")
+    output.shape.extend([2, SIZE, SIZE, 3])
+    response.raw_output_contents.append(b"")
+
+    class Client:
+        def infer(self, model, inputs, outputs=None, client_timeout=None):
+            return InferResult(response)
+
+    with pytest.raises(UserError, match="'pose2img' returned output 'frames' with too few bytes for its shape"):
+        GrpcTransport("localhost:8001", client=Client()).infer("pose2img", request, ["frames"])

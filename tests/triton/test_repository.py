@@ -194,7 +194,11 @@ def test_stale_or_missing_plans(tiny_model, tmp_path):
     (["--preferred-batch", "9"], "--preferred-batch 9; expected 1 to --max-batch (8)"),
     (["--max-batch", "0"], "--max-batch 0"),
     (["--queue-delay-us", "-1"], "--queue-delay-us -1"),
-    (["--engine", "plan", "--devices", "cpu"], "--engine plan needs GPU --devices"),
+    (["--backend", "tensorrt", "--devices", "cpu"], "--backend tensorrt needs GPU --devices"),
+    (["--engine", "plan", "--devices", "cpu"], "--backend tensorrt needs GPU --devices"),      # the earlier name
+    (["--engine", "onnx", "--backend", "python"], "contradicts --backend python"),
+    (["--backend", "python", "--devices", "0"], "use --devices cpu"),
+    (["--backend", "python", "--threads", "-1"], "--threads -1"),
     (["--name", "../x"], "--name '../x'"),
 ])
 def test_bad_options_are_one_line_and_write_nothing(tiny_model, tmp_path, args, message):
@@ -224,3 +228,22 @@ def test_bad_model_folders(tiny_model, tmp_path):
     assert result.exit_code == 2 and "not a repository written by `poserender triton`" in result.output
     assert (busy / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "busy", "empty"]
+
+
+def test_devices_follow_the_machine(tiny_model, tmp_path, monkeypatch):
+    """Without --devices: KIND_CPU where nvidia-smi lists no GPU, GPU 0 where it lists one, and
+    always the CPU for --backend python."""
+    import poserender.doctor
+
+    def groups(out):
+        return {name: [(g.count, kind_name(g.kind), list(g.gpus)) for g in c.instance_group]
+                for name, c in configs(out).items() if c.platform != "ensemble"}
+
+    monkeypatch.setattr(poserender.doctor, "nvidia_smi", lambda: {"gpus": [], "error": "nvidia-smi not found"})
+    assert run("triton", tiny_model, "-o", tmp_path / "cpu").exit_code == 0
+    assert set(map(str, groups(tmp_path / "cpu").values())) == {"[(1, 'KIND_CPU', [])]"}
+    monkeypatch.setattr(poserender.doctor, "nvidia_smi", lambda: {"gpus": [{"name": "NVIDIA H100"}], "error": None})
+    assert run("triton", tiny_model, "-o", tmp_path / "gpu").exit_code == 0
+    assert set(map(str, groups(tmp_path / "gpu").values())) == {"[(1, 'KIND_GPU', [0])]"}
+    assert run("triton", tiny_model, "-o", tmp_path / "py", "--backend", "python").exit_code == 0
+    assert set(map(str, groups(tmp_path / "py").values())) == {"[(1, 'KIND_CPU', [])]"}

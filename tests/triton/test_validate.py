@@ -86,7 +86,8 @@ def test_nothing_imports_tritonclient_or_the_triton_package():
         import sys
         sys.modules["tritonclient"] = None
         import poserender.triton.repository, poserender.triton.validate, poserender.triton.client
-        import poserender.triton.local, poserender.commands.triton
+        import poserender.triton.local, poserender.commands.triton, poserender.triton.server
+        import poserender.triton.python_backend, poserender.triton.contract
         print(sorted(m for m, mod in sys.modules.items() if m.startswith("tritonclient") and mod is not None))
         from poserender.triton.validate import load_config
         try:
@@ -108,3 +109,21 @@ def test_nothing_imports_tritonclient_or_the_triton_package():
                 or "from poserender.triton" in text:
             offenders.append(rel)
     assert offenders == []
+
+
+def test_without_onnx_the_graph_check_says_how_to_get_it(tiny_model, tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["onnx"] = None
+        from poserender.errors import UserError
+        from poserender.triton.repository import TritonOptions, generate_repository
+        try:
+            generate_repository(sys.argv[1], sys.argv[2], TritonOptions(devices=("cpu",)))
+        except UserError as exc:
+            print("UserError", exc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_model), str(tmp_path / "repo")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("UserError checking a repository against its ONNX graphs needs onnx: pip install")
+    assert not (tmp_path / "repo").exists()
