@@ -65,9 +65,9 @@ def layout_folder(work: Path) -> Path:
         return data
     import cv2
 
-    from poserender.export.psc_export import verification_feeds
+    from poserender.families.psc import verification_feeds
     from poserender.keypoints.coco18 import template_pose, write_psc_csv
-    from poserender.runtime.psc_render import image_to_bgr8
+    from poserender.families.psc_modes import image_to_bgr8
 
     feeds = verification_feeds(256, 256)
     for sub in ("I0", "S0", "P0", "P1"):
@@ -139,7 +139,7 @@ def reference_loop(nets, data: Path) -> List[float]:
 
 def ours_layout(model, data: Path, batch: int) -> List[float]:
     """Seconds per output image of the reference-layout mode, everything included but file writes."""
-    from poserender.runtime.psc_render import read_reference_layout
+    from poserender.families.psc_modes import read_reference_layout
 
     times = []
     started = time.perf_counter()
@@ -160,7 +160,7 @@ def ours_layout(model, data: Path, batch: int) -> List[float]:
 
 def ours_stream(model, data: Path, batch: int, frames: int) -> List[float]:
     """Seconds per frame of a pose stream (source cached): parsing + frame stages at ``batch``."""
-    from poserender.runtime.psc_render import read_reference_layout
+    from poserender.families.psc_modes import read_reference_layout
 
     sample = read_reference_layout(data, model.height, model.width, model.classes, lambda s: None)[0]
     source = model.source(sample.image, sample.labels)
@@ -186,10 +186,11 @@ def main(argv=None) -> int:
 
     from poserender.bench import environment, summarise
     from poserender.engines.select import stage_engines
-    from poserender.export.psc_export import export_psc
+    from poserender import families
+    from poserender.export.exporter import export_checkpoint
     from poserender.manifest import read_manifest
     from poserender.models.psc.checkpoint import load_psc_nets
-    from poserender.runtime.psc_render import PSCModel
+    from poserender.families.psc_modes import PSCModel
 
     torch.set_num_threads(args.threads)
     repeats, stream_frames = (1, 8) if args.quick else (args.repeats, 32)
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
         (work / "ckpt").mkdir()
         weights = write_checkpoint(work / "ckpt")
         data = layout_folder(work)
-        export_psc(work / "ckpt", work / "art", "authors")
+        export_checkpoint(families.get("psc"), work / "ckpt", work / "art", {"aa_norm": "authors"})
         pm, aa, ct, _ = load_psc_nets(work / "ckpt", "batch")   # literal train-mode BatchNorm, batch 1
         manifest = read_manifest(work / "art")
         _, engines = stage_engines(work / "art", manifest, "ort-cpu", threads=args.threads)

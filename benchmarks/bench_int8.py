@@ -101,20 +101,20 @@ def compare_targets(model: Path, batches: Sequence[int], min_seconds: float, min
 
     import numpy as np
 
+    from poserender import families
     from poserender.bench import summarise
-    from poserender.commands.export import calibration_data
-    from poserender.config import Pose2ImgConfig
+    from poserender.export.calibration import calibration_data, stage_feeds
     from poserender.export.quality import frame_quality
-    from poserender.export.quantize import FEED_BUILDERS, _session
+    from poserender.export.quantize import _session
     from poserender.manifest import INT8_KEY, INT8_TRT_KEY, read_manifest
 
     manifest = read_manifest(model)
     stages = {s["name"]: s for s in manifest["stages"]}
     entries = {"ort_target": manifest[INT8_KEY], "trt_target": manifest[INT8_TRT_KEY]}
     inputs = entries["ort_target"]["calibration"]["inputs"]
-    data = calibration_data(Pose2ImgConfig.from_dict(manifest["config"]), Path(inputs["keypoints"]),
-                            Path(inputs["source_image"]), Path(inputs["source_keypoints"]))
-    make_feed = FEED_BUILDERS["pose2img"](model, stages, data, lambda s: None)
+    data = calibration_data(families.get("pose2img"), manifest, Path(inputs["keypoints"]),
+                            {"source": Path(inputs["source_image"]), "source_keypoints": Path(inputs["source_keypoints"])})
+    make_feed = stage_feeds(model, manifest, data, "frame")
     gate = entries["trt_target"]["quality"]["frame_indices"]
     graphs = {"fp32": stages["frame"]["file"], "ort_target": entries["ort_target"]["stages"][0]["file"],
               "trt_target": entries["trt_target"]["stages"][0]["file"]}

@@ -11,7 +11,7 @@ Two measurements on one exported model (default: the demo model, slim width-8 Po
    slope of a line fitted to the last 80 % of samples (MiB per 1,000 frames); the curve is
    plotted.
 2. **Pipelined vs sequential.** The same --compare-frames poses (an .npy) rendered to mp4 by
-   the old sequential loop (runtime.render.render_sequence: batch -> frame stage -> encode, one
+   the old sequential loop (benchmarks/sequential_loop.py render_sequence: batch -> frame stage -> encode, one
    after another) and by the pipeline (same batch, same engines, same sink), alternating
    A B A B ... for --repeats rounds; fps = frames / wall time after setup (session creation and
    the source stage excluded from both). Reported: median fps of each and their ratio.
@@ -99,11 +99,11 @@ def engines_for(model_dir, manifest):
 
 def run_pipeline(model_dir, manifest, image, source_kp, source, out, batch, devices=("cpu",), replicate=False,
                  progress=lambda done, total, fps: None):
-    from poserender.runtime.adapters import adapter_for
+    from poserender import families
     from poserender.runtime.pipeline import StreamOptions, StreamPipeline
     from poserender.runtime.sinks import open_sink
 
-    adapter = adapter_for(manifest, image, source_kp)
+    adapter = families.of(manifest).adapter(manifest, {"source": image, "source_keypoints": source_kp})
     options = StreamOptions(batch=batch, fps=25.0, devices=devices, replicate=replicate)
     pipeline = StreamPipeline(adapter, engines_for(model_dir, manifest), source, open_sink(out, fps=25.0), options,
                               progress=progress)
@@ -147,7 +147,7 @@ def memory_run(model_dir, manifest, image, source_kp, frames, batch, tmp) -> dic
 def sequential_fps(model_dir, manifest, image, source_kp, poses_path, out, batch) -> float:
     from poserender.config import Pose2ImgConfig
     from poserender.engines.select import stage_engines
-    from poserender.runtime.render import render_sequence
+    from sequential_loop import render_sequence
 
     _, engines = stage_engines(model_dir, manifest, "ort-cpu")
     stats, _ = render_sequence(engines, Pose2ImgConfig.from_dict(manifest["config"]), image, source_kp, poses_path,
@@ -156,7 +156,7 @@ def sequential_fps(model_dir, manifest, image, source_kp, poses_path, out, batch
 
 
 def compare_run(model_dir, manifest, image, source_kp, frames, batch, repeats, replicate_too, tmp) -> dict:
-    from poserender.runtime.adapters import Pose2ImgAdapter  # noqa: F401  (import cost outside the timing)
+    from poserender.families.pose2img import Pose2ImgAdapter  # noqa: F401  (import cost outside the timing)
     from poserender.runtime.sources import ArraySource
 
     h, w = manifest["canvas"]

@@ -57,12 +57,13 @@ def model_folder(name: str) -> Path:
         sys.path.insert(0, str(REPO / "benchmarks"))
         from make_random_checkpoint import write_checkpoint
 
-        from poserender.export.pose2img_export import export_checkpoint
+        from poserender import families
+        from poserender.export.exporter import export_checkpoint
 
         checkpoint = WORK / "pose2img_w64_seed0.pth"
         if not checkpoint.is_file():
             write_checkpoint(checkpoint, 64, 0, 2.5, None, "legacy", "python benchmarks/make_random_checkpoint.py")
-        export_checkpoint(checkpoint, None, out, log=lambda m: print(m, file=sys.stderr))
+        export_checkpoint(families.get("pose2img"), checkpoint, out, {}, log=lambda m: print(m, file=sys.stderr))
     return out
 
 
@@ -228,7 +229,8 @@ def main() -> int:
 
     from poserender.bench import environment
     from poserender.triton.client import GrpcTransport, client_metadata
-    from poserender.triton.repository import TritonOptions, generate_repository, parse_devices
+    from poserender.engines.placement import parse_devices
+    from poserender.triton.repository import TritonOptions, generate_repository
     from poserender.triton.server import TritonServer, free_port
 
     streams = [int(s) for s in args.streams.split(",")]

@@ -32,9 +32,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from poserender import families  # noqa: E402
 from poserender.doctor import collect  # noqa: E402
 from poserender.engines import select, torch_engine  # noqa: E402
-from poserender.export.trt_build import stage_feeds  # noqa: E402
+from poserender.export.verify import stage_feeds  # noqa: E402
 from poserender.export.verify import compare_outputs  # noqa: E402
 from poserender.specs import StageSpec  # noqa: E402
 
@@ -45,7 +46,8 @@ def export_model(folder: Path, width: int, size: int) -> Path:
     import torch
 
     from poserender.config import Pose2ImgConfig
-    from poserender.export.pose2img_export import export_generator
+    from poserender.export.exporter import export_model as export_plan
+    from poserender.families.pose2img import generator_plan
     from poserender.models.pose2img import Pose2ImgGenerator
 
     torch.manual_seed(0)
@@ -59,13 +61,13 @@ def export_model(folder: Path, width: int, size: int) -> Path:
     config = Pose2ImgConfig(img_h=size, img_w=size, scale=1.0)
     save_checkpoint(ckpt, generator, {"config": config.to_dict(), "warp_mode": "legacy"})
     out = folder / "model"
-    export_generator(generator, config, out, "legacy", {"path": str(ckpt)})
+    export_plan(families.get("pose2img"), generator_plan(generator, config, "legacy", {"path": str(ckpt)}), out)
     return out
 
 
 def stage_inputs(model: Path, batch: int):
     manifest = json.loads((model / "manifest.json").read_text())
-    _, engines = select.stage_engines(model, manifest, "torch")
+    _, engines = select.stage_engines(model, manifest, "torch", torch_stages=families.of(manifest).torch_stage)
     with engines[0] as source:
         source_feed = stage_feeds(manifest, 0, {})
         frame_feed = stage_feeds(manifest, 1, source.infer(source_feed))
@@ -76,7 +78,7 @@ def stage_inputs(model: Path, batch: int):
 
 def torch_engine_for(manifest, stage: int, **kwargs):
     spec = StageSpec.from_dict(manifest["stages"][stage])
-    return torch_engine.TorchEngine(spec, select._torch_stage_loader(manifest, spec.name), **kwargs)
+    return torch_engine.TorchEngine(spec, lambda: families.of(manifest).torch_stage(manifest, spec.name), **kwargs)
 
 
 def timed(engine, feed, repeats: int = 20) -> float:

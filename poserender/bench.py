@@ -19,7 +19,6 @@ import dataclasses
 import datetime
 import difflib
 import importlib
-import inspect
 import math
 import os
 import platform
@@ -89,37 +88,26 @@ def parse_names(text: str, option: str, valid: Sequence[str]) -> List[str]:
 
 
 def known_backends() -> Tuple[str, ...]:
-    """Every backend name this build or ``poserender doctor`` knows, engines' own first."""
-    from .doctor import BACKENDS as DOCTOR_BACKENDS
-    from .engines import select
+    """Every backend of the registry (engines/registry.py), in its order."""
+    from .engines import registry
 
-    return tuple(dict.fromkeys([b for b in select.BACKENDS if b != "auto"] + list(DOCTOR_BACKENDS)))
+    return registry.names()
 
 
 def backend_status(names: Sequence[str]) -> Dict[str, Tuple[bool, str]]:
-    """{name: (usable, reason)}: engines.select.BACKENDS says what this build can run,
-    doctor.backend_availability what this machine can; unknown names are reported, not raised."""
-    from .doctor import backend_availability
-    from .engines import select
+    """{name: (usable, reason)} from the registry's probes; unknown names are reported, not raised."""
+    from .engines import registry
 
-    machine = backend_availability()
+    machine = registry.availability()
     known = known_backends()
     out: Dict[str, Tuple[bool, str]] = {}
     for name in names:
-        built = name in select.BACKENDS and name != "auto"
-        usable, why = machine.get(name, (built, "no probe in poserender doctor"))
         if name not in known:
             near = difflib.get_close_matches(name, known, 1)
             out[name] = (False, f"unknown backend; known: {', '.join(known)}"
                          + (f" (did you mean {near[0]}?)" if near else ""))
-        elif not built:
-            out[name] = (False, "no engine for it in this build (poserender.engines.select.BACKENDS: "
-                                f"{', '.join(b for b in select.BACKENDS if b != 'auto')})"
-                                + ("" if usable else f"; this machine: {why}"))
-        elif not usable:
-            out[name] = (False, why)
         else:
-            out[name] = (True, why)
+            out[name] = machine[name]
     return out
 
 
@@ -297,7 +285,7 @@ def load_inputs(config, source: Optional[Path] = None, source_keypoints: Optiona
 
     from .keypoints import canvas_transform, read_keypoints
     from .keypoints.template import gesture_sequence, template_pose
-    from .runtime.render import load_source_image, load_source_keypoints
+    from .families.pose2img import load_source_image, load_source_keypoints
 
     h, w = config.canvas_hw
     described: Dict[str, Any] = {}
@@ -364,14 +352,12 @@ def layouts(devices: Sequence[str], replicate: bool) -> List[Tuple[str, Optional
 def open_engines(model_dir: Path, manifest: Dict[str, Any], backend: str, precision: str, layout: Tuple,
                  threads: int) -> EngineSet:
     """Build and activate the engines of one layout; Skip with the reason when they cannot run."""
+    from . import families
     from .engines import select
 
     label, source_device, frame_devices = layout
-    kwargs: Dict[str, Any] = {}
-    model_precision = manifest.get("precision", "fp32")
-    if precision != model_precision:
-        if "precision" not in inspect.signature(select.stage_engines).parameters:
-            raise Skip(f"the model is {model_precision} and this build's engines take no precision option")
+    kwargs: Dict[str, Any] = {"torch_stages": families.of(manifest).torch_stage}
+    if precision != manifest.get("precision", "fp32"):
         kwargs["precision"] = precision
     per_worker = max(1, threads // len(frame_devices))
 
@@ -525,7 +511,7 @@ def environment(argv: Sequence[str], threads: int) -> Dict[str, Any]:
     from importlib import metadata
 
     from . import __version__
-    from .doctor import _cpu_model, nvidia_smi
+    from .engines.machine import cpu_model as _cpu_model, nvidia_smi
 
     versions = {"python": platform.python_version(), "poserender": __version__}
     for dist in VERSIONED:
@@ -568,7 +554,9 @@ def git_state() -> Dict[str, Any]:
 
 
 def is_gpu_backend(backend: str) -> bool:
-    return "cuda" in backend or "trt" in backend
+    from .engines import registry
+
+    return registry.is_gpu(backend)
 
 
 def _stream_support() -> Optional[str]:
@@ -607,19 +595,23 @@ def measure_stream(model_dir: Path, backend: str, batch: int, devices: Sequence[
     warm-up stream, then whole streams until ``min_seconds`` and at least 3 streams; fps per
     stream (after setup), first-frame delay from the call, per-stage compute/queue from the
     runtime's metrics (of the median stream)."""
+    from . import families
+    from .manifest import read_manifest
     from .runtime.pipeline import StreamOptions
-    from .runtime.stream import render_stream
+    from .runtime.stream import RenderRequest, render_stream
 
-    options = StreamOptions(batch=batch, devices=tuple(devices) or (("0",) if gpu else ("cpu",)), replicate=replicate,
-                            max_frames=max_frames)
+    manifest = read_manifest(model_dir)
+    family = families.of(manifest)
+    request = RenderRequest(keypoints=str(files["keypoints"]), output=str(work / "stream.mp4"), backend=backend,
+                            precision=precision, devices=",".join(devices) if devices else None,
+                            stream=StreamOptions(batch=batch, replicate=replicate, max_frames=max_frames))
+    identity = {"source": files["source_image"], "source_keypoints": files["source_keypoints"]}
     runs: List[Dict[str, Any]] = []
 
     def one() -> Dict[str, Any]:
         first: List[float] = []
         started = time.perf_counter()
-        result = render_stream(model_dir, backend, source_image=files["source_image"],
-                               source_keypoints=files["source_keypoints"], keypoints=files["keypoints"],
-                               output=work / "stream.mp4", options=options, precision=precision,
+        result = render_stream(manifest, family.adapter(manifest, identity), request, torch_stages=family.torch_stage,
                                progress=lambda done, total, fps: first or first.append(time.perf_counter()))
         report = result.report
         return {"fps": report.fps, "frames": report.counts.frames_out, "seconds": report.seconds,

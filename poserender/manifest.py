@@ -1,10 +1,18 @@
-"""manifest.json: the metadata beside plain .onnx/.plan files of an exported model directory."""
+"""manifest.json: the metadata beside plain .onnx/.plan files of an exported model directory.
+
+:func:`read_manifest` loads and checks it once (format version, files present and unchanged) into
+a :class:`Manifest`: the fields every command uses are typed attributes (``family``, ``canvas``,
+``stages`` as StageSpecs, ``config``, ``checkpoint``), the family's own fields are reachable by
+key as before (it is a read-only mapping of the JSON), and ``to_dict()`` gives a copy to edit and
+write back with :func:`write_json_atomic`.
+"""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .errors import UserError
 from .fileio import write_json_atomic  # noqa: F401  (re-exported: manifests are written with it)
@@ -14,7 +22,7 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 #: manifest formats this poserender reads
 FORMAT_VERSIONS = (1,)
-#: manifest key of the calibrated INT8 graphs (written by export.quantize.add_int8)
+#: manifest key of the calibrated INT8 graphs (written by export.int8.add_int8)
 INT8_KEY = "int8"
 #: the TensorRT-ready INT8 graphs (symmetric int8 Q/DQ, export --int8-target trt|both)
 INT8_TRT_KEY = "int8_trt"
@@ -28,7 +36,53 @@ def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_manifest(model_dir: Union[str, Path], verify: bool = True) -> Dict[str, Any]:
+@dataclasses.dataclass(frozen=True, eq=False)
+class Manifest(Mapping[str, Any]):
+    """A checked manifest.json of the model in ``dir`` (see the module doc)."""
+
+    dir: Path
+    data: Mapping[str, Any]
+    family: str
+    canvas: Tuple[int, int]
+    stages: Tuple[StageSpec, ...]
+
+    @classmethod
+    def from_dict(cls, model_dir: Union[str, Path], data: Mapping[str, Any]) -> "Manifest":
+        canvas = tuple(int(v) for v in data.get("canvas") or (0, 0))
+        return cls(Path(model_dir), data, str(data.get("family", "pose2img")), canvas,
+                   tuple(StageSpec.from_dict(s) for s in data["stages"]))
+
+    # the JSON, read-only
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.data.get("config") or {}
+
+    @property
+    def checkpoint(self) -> Mapping[str, Any]:
+        return self.data.get("checkpoint") or {}
+
+    def stage(self, name: str) -> StageSpec:
+        for spec in self.stages:
+            if spec.name == name:
+                return spec
+        raise UserError(f"has no stage {name!r}; its stages are {', '.join(s.name for s in self.stages)}",
+                        self.dir / MANIFEST)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A deep copy of the JSON, to edit and write back."""
+        return json.loads(json.dumps(self.data))
+
+
+def read_manifest(model_dir: Union[str, Path], verify: bool = True) -> Manifest:
     """Read and check ``DIR/manifest.json`` of an exported model: known format version, every
     stage file present, and (``verify``) every file it records a sha256 for unchanged since
     export (:func:`verify_files`)."""
@@ -58,10 +112,10 @@ def read_manifest(model_dir: Union[str, Path], verify: bool = True) -> Dict[str,
             raise UserError(f"stage {stage.get('name')!r} file {stage.get('file')!r} is missing", model_dir)
     if verify:
         verify_files(model_dir, manifest)
-    return manifest
+    return Manifest.from_dict(model_dir, manifest)
 
 
-def recorded_files(manifest: Dict[str, Any]) -> Dict[str, str]:
+def recorded_files(manifest: Mapping[str, Any]) -> Dict[str, str]:
     """{file: sha256} of every model file the manifest records a hash for: the stage graphs and
     the INT8 graphs (TensorRT plans carry their own record, checked by engines.compat)."""
     entries = list(manifest.get("stages", []))
@@ -71,7 +125,7 @@ def recorded_files(manifest: Dict[str, Any]) -> Dict[str, str]:
     return {e["file"]: e["sha256"] for e in entries if isinstance(e, dict) and e.get("file") and e.get("sha256")}
 
 
-def verify_files(model_dir: Union[str, Path], manifest: Dict[str, Any]) -> None:
+def verify_files(model_dir: Union[str, Path], manifest: Mapping[str, Any]) -> None:
     """Refuse a model whose files differ from what the export recorded (replaced, truncated,
     edited): one line naming the file, with the fix. Hashes are remembered per file fingerprint
     (size, mtime, inode) in the user's cache, so only a new or changed file is read."""
@@ -94,11 +148,13 @@ def verify_files(model_dir: Union[str, Path], manifest: Dict[str, Any]) -> None:
         record.save()
 
 
-def stage_specs(manifest: Dict[str, Any]) -> List[StageSpec]:
+def stage_specs(manifest: Mapping[str, Any]) -> List[StageSpec]:
+    if isinstance(manifest, Manifest):
+        return list(manifest.stages)
     return [StageSpec.from_dict(s) for s in manifest["stages"]]
 
 
-def int8_stage_files(manifest: Dict[str, Any], key: str = INT8_KEY) -> Optional[Dict[str, str]]:
+def int8_stage_files(manifest: Mapping[str, Any], key: str = INT8_KEY) -> Optional[Dict[str, str]]:
     """{stage name: file to run at --precision int8}: the INT8 graph where the manifest's ``int8``
     entry (``key``; ``int8_trt`` for TensorRT) has one, else the stage's FP32 file; None when the
     model has no such INT8 graphs."""

@@ -85,29 +85,3 @@ class StageSpec:
         return cls(d["name"], tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
                    tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
                    b.get("min", 1), b.get("opt", 4), b.get("max", 16), d.get("file", ""), d.get("doc", ""))
-
-
-def pose2img_stage_specs(height: int, width: int, n_joints: int = 122, n_limbs: int = 8) -> Tuple[StageSpec, StageSpec]:
-    """The two Pose2Img stages for a canvas of ``height`` x ``width`` pixels."""
-    kp = TensorSpec("source_keypoints", "float32", ("batch", n_joints, 2), "canvas pixels (x, y)")
-    kv = TensorSpec("source_valid", "float32", ("batch", n_joints), "1 = joint present, 0 = missing")
-    source = StageSpec(
-        "source",
-        inputs=(TensorSpec("source_image", "float32", ("batch", 3, height, width), "BGR in [-1, 1]"), kp, kv),
-        outputs=(TensorSpec("source_parts", "float32", ("batch", n_limbs, 3, height, width),
-                            "source image times each limb's refined mask"),
-                 TensorSpec("background", "float32", ("batch", 3, height, width), "stage D output, [-1, 1]")),
-        min_batch=1, opt_batch=1, max_batch=4, file="source.onnx",
-        doc="once per identity: limb-mask prior, source heat maps, stage A, masked parts, stage D")
-    frame = StageSpec(
-        "frame",
-        inputs=(TensorSpec("target_keypoints", "float32", ("batch", n_joints, 2), "canvas pixels (x, y)"),
-                TensorSpec("target_valid", "float32", ("batch", n_joints), "1 = joint present, 0 = missing"),
-                TensorSpec("source_keypoints", "float32", (1, n_joints, 2), "canvas pixels (x, y)"),
-                TensorSpec("source_valid", "float32", (1, n_joints), "1 = joint present"),
-                TensorSpec("source_parts", "float32", (1, n_limbs, 3, height, width), "from the source stage"),
-                TensorSpec("background", "float32", (1, 3, height, width), "from the source stage")),
-        outputs=(TensorSpec("frames", "uint8", ("batch", height, width, 3), "BGR"),),
-        min_batch=1, opt_batch=4, max_batch=16, file="frame.onnx",
-        doc="per target frame: heat maps, limb transforms, warps, stage C, fusion, to uint8 BGR")
-    return source, frame

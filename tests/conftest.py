@@ -68,8 +68,8 @@ def tiny_psc_builders(tmp_path_factory):
         return folder
 
     def identity(image: Path, parsing: Path, size: int, shift: int = 0) -> None:
-        from poserender.export.psc_export import verification_feeds
-        from poserender.runtime.psc_render import image_to_bgr8
+        from poserender.families.psc import verification_feeds
+        from poserender.families.psc_modes import image_to_bgr8
 
         source = verification_feeds(size, size)["source"]
         cv2.imwrite(str(image), image_to_bgr8(np.roll(source["source_image"], shift, axis=3)))
@@ -184,8 +184,9 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, tiny_checkpoint):
-    from poserender.export.pose2img_export import export_checkpoint
+    from poserender import families
+    from poserender.export.exporter import export_checkpoint
 
     out = tmp_path_factory.mktemp("art") / "tiny"
-    export_checkpoint(tiny_checkpoint, None, out)
+    export_checkpoint(families.get("pose2img"), tiny_checkpoint, out, {})
     return out

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
+from poserender import families  # noqa: E402
 from poserender import bench
 from poserender.cli import main
 from poserender.commands.bench import CSV_COLUMNS
@@ -240,7 +241,7 @@ def test_reference_baseline_makes_the_fast_paths_frames(tiny_model, tiny_checkpo
     _, reference = baseline.step(np.arange(3))
     assert reference.shape == (3, 64, 64, 3) and reference.dtype == np.uint8 and reference.std() > 5
     for backend in ("ort-cpu", "torch"):
-        _, (source, frame) = stage_engines(tiny_model, manifest, backend)
+        _, (source, frame) = stage_engines(tiny_model, manifest, backend, torch_stages=families.of(manifest).torch_stage)
         with source, frame:
             feed = {"source_keypoints": inputs.source_keypoints, "source_valid": inputs.source_valid,
                     **source.infer(inputs.source_feed(1)), "target_keypoints": inputs.target_keypoints[:3],
@@ -293,16 +294,23 @@ def int8_tiny_model(tmp_path_factory, tiny_model):
     """The tiny export with INT8 graphs (minmax calibration on synthetic poses: fast)."""
     import shutil
 
-    from poserender.export.quantize import CalibrationData, add_int8
+    import cv2
+
+    from poserender.export.calibration import CalibrationData
+    from poserender.export.int8 import add_int8
     from poserender.keypoints.template import gesture_sequence, template_pose
+    from poserender.manifest import read_manifest
 
     out = tmp_path_factory.mktemp("int8_bench") / "tiny"
     shutil.copytree(tiny_model, out)
-    coarse = np.random.default_rng(5).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
-    image = np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3)
-    data = CalibrationData({"source_image": image, "source_keypoints": template_pose(64, 64)[None].astype(np.float32),
-                            "source_valid": np.ones((1, 122), np.float32)},
-                           gesture_sequence(16, 64, 64, seed=2).astype(np.float32), np.ones((16, 122), np.float32),
+    coarse = np.random.default_rng(5).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    cv2.imwrite(str(out.parent / "source.png"), np.repeat(np.repeat(coarse, 8, axis=0), 8, axis=1))
+    np.save(out.parent / "source.npy", template_pose(64, 64))
+    manifest = read_manifest(out)
+    adapter = families.of(manifest).adapter(manifest, {"source": out.parent / "source.png",
+                                                       "source_keypoints": out.parent / "source.npy"})
+    data = CalibrationData(adapter, [(pose.astype(np.float32), np.ones(122, np.float32))
+                                     for pose in gesture_sequence(16, 64, 64, seed=2)],
                            {"note": "synthetic, for the bench test"})
     add_int8(out, data, "minmax", frames=6, gate_frames=3)
     return out

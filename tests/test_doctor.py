@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from poserender import doctor
+from poserender.engines import machine, registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,20 +32,20 @@ def fake_torch(cuda_build, devices=()) -> types.ModuleType:
 
 def fake_nvidia_smi(monkeypatch, stdout="", returncode=0, raises=None):
     """Make nvidia-smi exist and answer ``stdout`` (or raise ``raises``)."""
-    monkeypatch.setattr(doctor.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(machine.shutil, "which", lambda name: f"/usr/bin/{name}")
 
     def run(command, **kwargs):
         assert "--query-gpu=name,driver_version,compute_cap" in command
-        assert kwargs["timeout"] == doctor.NVIDIA_SMI_TIMEOUT_S
+        assert kwargs["timeout"] == machine.NVIDIA_SMI_TIMEOUT_S
         if raises is not None:
             raise raises
         return subprocess.CompletedProcess(command, returncode, stdout, "")
 
-    monkeypatch.setattr(doctor.subprocess, "run", run)
+    monkeypatch.setattr(machine.subprocess, "run", run)
 
 
 def no_nvidia_smi(monkeypatch):
-    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
+    monkeypatch.setattr(machine.shutil, "which", lambda name: None)
 
 
 def test_import_does_not_load_heavy_packages():
@@ -91,7 +92,7 @@ def test_trt_backend_here_is_usable_or_says_why():
 def test_format_report_names_every_backend_and_package():
     info = doctor.collect()
     report = doctor.format_report(info)
-    for name in doctor.BACKENDS + tuple(doctor.PACKAGES):
+    for name in doctor.BACKENDS + tuple(machine.PACKAGES):
         assert f"  {name} " in report, name
     assert info["packages"]["onnxruntime"]["version"] in report
     ort_cpu_line = next(line for line in report.splitlines() if line.startswith("  ort-cpu "))
@@ -206,9 +207,7 @@ def test_nvidia_smi_failures_are_text(monkeypatch, kwargs, error):
 
 
 def test_both_onnxruntime_wheels_are_named_as_the_cause(monkeypatch):
-    from poserender import doctor
-
-    monkeypatch.setattr(doctor, "ort_distributions", lambda: ("onnxruntime", "onnxruntime-gpu"))
+    monkeypatch.setattr(registry, "ort_distributions", lambda: ("onnxruntime", "onnxruntime-gpu"))
     backends = doctor.backend_availability()
     assert backends["ort-cpu"][0]
     assert not backends["ort-cuda"][0] and "both installed" in backends["ort-cuda"][1]

@@ -22,7 +22,8 @@ sys.path.insert(0, str(REPO))
 
 from poserender.demo import CLIP_PATH, DEMO_SIZE, MODEL_DIR  # noqa: E402
 from poserender.demo.gestures import gesture_sequence, pose122_to_openpose  # noqa: E402
-from poserender.export.pose2img_export import export_checkpoint  # noqa: E402
+from poserender import families  # noqa: E402
+from poserender.export.exporter import export_checkpoint  # noqa: E402
 
 BUDGET_MB = 25.0
 CLIP_FRAMES, CLIP_SEED = 250, 7
@@ -36,7 +37,7 @@ def main() -> int:
     args = ap.parse_args()
     tmp = MODEL_DIR.with_name("model.new")
     shutil.rmtree(tmp, ignore_errors=True)
-    manifest = export_checkpoint(args.checkpoint, None, tmp, log=print)
+    manifest = export_checkpoint(families.get("pose2img"), args.checkpoint, tmp, {}, log=print)
     ckpt = Path(args.checkpoint).resolve()
     try:
         manifest["checkpoint"]["path"] = str(ckpt.relative_to(Path.cwd()))

@@ -37,7 +37,7 @@ def prepare_models(model: str, config: Optional[str], scale: Optional[float], wa
 
     path = Path(model)
     if not resolutions or path.is_dir():
-        model_dir = model_dir_for(model, config, scale, warp_mode)
+        model_dir = model_dir_for(model, {"config": config, "scale": scale, "warp_mode": warp_mode})
         manifest = _from_checkpoint(read_manifest(model_dir), path)
         canvas = manifest["canvas"][0]
         skipped = [(f"{r}x{r}", f"{model_dir} is exported at {canvas}x{manifest['canvas'][1]}; pass the "
@@ -50,8 +50,9 @@ def prepare_models(model: str, config: Optional[str], scale: Optional[float], wa
 
 
 def _export_at(checkpoint: Path, config: Optional[str], resolution: int, warp_mode: Optional[str]):
+    from .. import families
     from ..config import Pose2ImgConfig, load_pose2img_config
-    from ..export.pose2img_export import export_checkpoint
+    from ..export.exporter import export_checkpoint
     from ..manifest import read_manifest, sha256_file
     from ..models.checkpoint import load_checkpoint
 
@@ -68,7 +69,7 @@ def _export_at(checkpoint: Path, config: Optional[str], resolution: int, warp_mo
                                    str(warp_mode)]).encode()).hexdigest()[:16]
     cached = cache_root() / "exports" / key
     if not (cached / "manifest.json").is_file():
-        export_checkpoint(checkpoint, cfg, cached, warp_mode, log=log)
+        export_checkpoint(families.get("pose2img"), checkpoint, cached, {"config": cfg, "warp_mode": warp_mode}, log=log)
     return cached, _from_checkpoint(read_manifest(cached), checkpoint)
 
 
@@ -76,8 +77,12 @@ def _from_checkpoint(manifest: Dict[str, Any], model: Path) -> Dict[str, Any]:
     """A cached export is keyed by the checkpoint's sha256, so the checkpoint given now is the one
     it was made from, even when the file it was first exported from has moved or gone: the torch
     backend and the baseline load this one."""
+    from ..manifest import Manifest
+
     if model.is_file() and isinstance(manifest.get("checkpoint"), dict):
-        manifest["checkpoint"] = {**manifest["checkpoint"], "path": str(model.resolve())}
+        data = manifest.to_dict()
+        data["checkpoint"] = {**data["checkpoint"], "path": str(model.resolve())}
+        return Manifest.from_dict(manifest.dir, data)
     return manifest
 
 

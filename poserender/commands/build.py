@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import UserError
 from .common import cache_root, log, user_errors
 
 
@@ -32,7 +33,7 @@ def build(model_dir: str, precision: str, devices: str, replicate: bool, optimiz
     import time
     from pathlib import Path
 
-    from ..engines.placement import check_devices, parse_devices, plan_placement
+    from ..engines.placement import CPU, check_devices, gpu_indices, parse_devices, plan_placement
     from ..export.trt_build import build_model, require_tensorrt
     from ..manifest import read_manifest, write_json_atomic
 
@@ -40,13 +41,15 @@ def build(model_dir: str, precision: str, devices: str, replicate: bool, optimiz
     model = Path(model_dir)
     manifest = read_manifest(model)
     device_list = parse_devices(devices)
+    if CPU in device_list:
+        raise UserError(f"--devices {devices}: build makes TensorRT engines for GPUs; expected GPU indices such as 0 or 0,1")
     require_tensorrt()
     check_devices(device_list)
     placement = plan_placement(manifest["stages"], device_list, replicate)
     log(f"placement: {placement.describe()}")
-    options = {"precision": precision, "devices": list(device_list), "replicate": replicate,
+    options = {"precision": precision, "devices": list(gpu_indices(device_list)), "replicate": replicate,
                "optimization_level": optimization_level, "placement": placement.to_dict()}
-    manifest = build_model(model, manifest, placement.engines(), precision, options,
+    manifest = build_model(model, manifest, [(stage, int(d)) for stage, d in placement.engines()], precision, options,
                            Path(timing_cache) if timing_cache else cache_root() / "trt_timing",
                            optimization_level, rebuild_if_needed, log)
     write_json_atomic(model / "manifest.json", manifest)

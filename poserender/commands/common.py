@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import click
 
@@ -45,40 +44,36 @@ def log(message: str) -> None:
     click.echo(message, err=True)
 
 
-def load_config(config: Optional[str], scale: Optional[float]):
-    if config is None:
-        return None
-    from ..config import load_pose2img_config
-    return load_pose2img_config(config, scale=scale)
+def model_dir_for(model: str, options: Optional[Dict[str, Any]] = None) -> Path:
+    """MODEL is an exported folder (used as it is), or a checkpoint of any family, exported once
+    into the cache (keyed by the checkpoint's content and the export options)."""
+    from .. import families
+    from ..export.exporter import export_checkpoint, export_key
+    from ..fileio import write_json_atomic
+    from ..manifest import MANIFEST, read_manifest
 
-
-def model_dir_for(model: str, config: Optional[str], scale: Optional[float], warp_mode: Optional[str]) -> Path:
-    """MODEL is an exported folder, or a checkpoint exported once into the cache."""
+    options = {k: v for k, v in (options or {}).items() if v not in (None, False)}
     path = Path(model)
-    if path.is_dir():
-        if config or scale or warp_mode:
-            raise UserError("--config/--scale/--warp-mode apply to a checkpoint; this is an exported "
-                            "folder (re-export it to change them)", path)
+    if (path / MANIFEST).is_file():
+        if options:
+            raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in options)} apply to a checkpoint; this is "
+                            "an exported folder (re-export it to change them)", path)
         return path
-    if not path.is_file():
-        raise UserError("not found; expected an exported model folder or a checkpoint (.pth)", path)
-    from ..export.pose2img_export import export_checkpoint
-    from ..manifest import sha256_file
-
-    key = hashlib.sha256("|".join([sha256_file(path), sha256_file(config) if config and Path(config).is_file()
-                                   else str(config), str(scale), str(warp_mode)]).encode()).hexdigest()[:16]
-    cached = cache_root() / "exports" / key
-    if not (cached / "manifest.json").is_file():
-        export_checkpoint(path, load_config(config, scale), cached, warp_mode, log=log)
+    if not path.exists():
+        raise UserError("not found; expected an exported model folder or a checkpoint", path)
+    family = families.detect(path)
+    family.check_export_options(options)
+    cached = cache_root() / "exports" / f"{family.name}-{export_key(family, path, options)}"
+    if not (cached / MANIFEST).is_file():
+        export_checkpoint(family, path, cached, options, log=log)
     else:
         # The cache is keyed by content: point the torch backend at the checkpoint given now, since
         # the one first exported from may have moved or been deleted.
-        from ..manifest import read_manifest, write_json_atomic
-
         manifest = read_manifest(cached)
-        if manifest.get("checkpoint", {}).get("path") != str(path.resolve()):
-            manifest.setdefault("checkpoint", {})["path"] = str(path.resolve())
-            write_json_atomic(cached / "manifest.json", manifest)
+        if manifest.checkpoint.get("path") != str(path.resolve()):
+            data = manifest.to_dict()
+            data.setdefault("checkpoint", {})["path"] = str(path.resolve())
+            write_json_atomic(cached / MANIFEST, data)
     return cached
 
 

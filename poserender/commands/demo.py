@@ -8,25 +8,9 @@ import click
 
 from ..errors import UserError
 from .common import cache_root, log, user_errors
-from .render import render_model
+from .render import run_stream
 
 CONTACT_SHEET_FRAMES = 12
-
-
-def _pick_backend(requested: str) -> str:
-    """auto: ONNX Runtime on CUDA when its CUDA provider is usable, else ONNX Runtime on the CPU."""
-    if requested != "auto":
-        return requested
-    try:
-        import onnxruntime
-
-        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            from ..engines.select import resolve_backend
-
-            return resolve_backend("ort-cuda")
-    except (ImportError, UserError):
-        pass
-    return "ort-cpu"
 
 
 @click.command()
@@ -39,7 +23,7 @@ def _pick_backend(requested: str) -> str:
 @click.option("--fps", default=25.0, show_default=True, help="Frame rate of the clip (and of --realtime pacing).")
 @click.option("--realtime", is_flag=True, help="Stream live: pace the frames to the clock at --fps.")
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "ort-cpu", "ort-cuda"]),
-              help="auto: ONNX Runtime on a GPU when one is usable, else on the CPU.")
+              help="auto: ONNX Runtime on a GPU when one is usable, else on the CPU (the rule of every command).")
 @click.option("--batch", default=4, show_default=True, help="Frames per frame-stage call.")
 @click.option("--metrics", type=click.Path(), help="Write fps, latency and per-stage timings to this JSON file.")
 @click.option("--inputs", "inputs_dir", type=click.Path(file_okay=False),
@@ -51,7 +35,11 @@ def demo(output: str, sheet: Optional[str], frames: Optional[int], seed: Optiona
     """Render the demo puppet with the built-in trained model (a slim Pose2Img trained by
     poserender on its own generated data; nothing is downloaded) to out/demo.mp4 and
     out/demo.png, and print the frame rate and the backend."""
+    from .. import families
     from ..demo import puppet_inputs, shipped_model
+    from ..manifest import read_manifest
+    from ..runtime.pipeline import StreamOptions
+    from ..runtime.stream import RenderRequest
 
     if frames is not None and frames < 1:
         raise UserError(f"--frames {frames}; expected at least 1")
@@ -73,10 +61,12 @@ def demo(output: str, sheet: Optional[str], frames: Optional[int], seed: Optiona
         Path(sheet).parent.mkdir(parents=True, exist_ok=True)
     what = "the shipped clip" if frames is None and seed is None else f"a new gesture sequence (seed {seed or 0})"
     log(f"demo: {n} frames of {what}, trained demo model {model_dir}")
-    render_model(model_dir, _pick_backend(backend), source_image=image, source_keypoints=source_kp, keypoints=targets,
-                 output=Path(output) if output != "-" else "-", fmt=None, fps=fps, audio=None, batch=batch,
-                 on_bad_frame="hold", max_frames=None, realtime=realtime, preview=sheet or None,
-                 preview_every=max(1, n // CONTACT_SHEET_FRAMES), metrics=metrics)
+    manifest = read_manifest(model_dir)
+    request = RenderRequest(keypoints=str(targets), output=output, backend=backend,
+                            stream=StreamOptions(batch=batch, fps=fps, realtime=realtime),
+                            preview=Path(sheet) if sheet else None, preview_every=max(1, n // CONTACT_SHEET_FRAMES),
+                            metrics=Path(metrics) if metrics else None)
+    run_stream(manifest, families.of(manifest), {"source": image, "source_keypoints": source_kp}, request)
 
 
 def _write_inputs(folder: Path, model_dir: Path, frames: Optional[int], seed: Optional[int]) -> None:

@@ -7,13 +7,14 @@ from typing import Optional
 import click
 
 from ..errors import UserError
-from .common import WARP_CHOICES, load_config, log, user_errors
+from .common import WARP_CHOICES, log, user_errors
 
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path())
-@click.option("--model", "family", type=click.Choice(["auto", "pose2img", "psc"]), default="auto", show_default=True,
-              help="Model family; auto: psc for a folder holding pm.pth, aa.pth and ct.pth, else pose2img.")
+@click.option("--model", "family", default="auto", show_default=True,
+              help="Model family (pose2img, psc); auto: psc for a folder holding pm.pth, aa.pth and ct.pth, "
+                   "else pose2img.")
 @click.option("--config", "config", type=click.Path(), help="Pose2Img YAML, e.g. Oliver.yaml "
               "(optional for poserender checkpoints, which embed theirs).")
 @click.option("--scale", type=float, help="Override HYPERPARAM.scale: canvas = 640 / scale (e.g. 2.5 -> 256).")
@@ -73,62 +74,53 @@ def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optio
     """
     import time
 
-    from ..models.psc.checkpoint import is_psc_checkpoint_dir
+    from .. import families
+    from ..export.exporter import export_checkpoint
 
-    psc = family == "psc" or (family == "auto" and is_psc_checkpoint_dir(checkpoint))
-    int8 = _int8_options(precision, calibrate, source, source_keypoints, frames, gate_frames, gate_psnr, gate_ssim,
-                         calibration_method, source_parsing, psc, int8_target)
-    if psc:
-        from ..export.psc_export import export_psc
-
-        if config or scale or warp_mode:
-            raise UserError("--config/--scale/--warp-mode are Pose2Img options; a PSC export takes --aa-norm, --size")
-        started = time.perf_counter()
-        manifest = export_psc(checkpoint, output, aa_norm or "authors", size or 256, size or 256, log=log)
-        h, w = manifest["canvas"]
-        click.echo(f"exported {checkpoint} -> {output}: psc stages {', '.join(s['name'] for s in manifest['stages'])}, "
-                   f"{h}x{w}, AA-Net norm {manifest['config']['aa_norm']}, verified with ONNX Runtime "
-                   f"({time.perf_counter() - started:.1f} s)")
-        if int8:
-            _add_int8(Path(output), int8, lambda: psc_calibration_data(manifest, Path(calibrate), Path(source),
-                                                                       Path(source_parsing)))
-        return
-    if aa_norm or size:
-        raise UserError("--aa-norm/--size are PSC options; CHECKPOINT is not a folder with pm.pth, aa.pth, ct.pth")
-    if Path(checkpoint).is_dir():
-        raise UserError("is a folder; expected a Pose2Img checkpoint file, or a PSC folder with pm.pth, aa.pth "
-                        "and ct.pth", checkpoint)
-    from ..export.pose2img_export import export_checkpoint
-
+    path = Path(checkpoint)
+    if not path.exists():
+        raise UserError("not found; expected a Pose2Img checkpoint file or a PSC folder with pm.pth, aa.pth and "
+                        "ct.pth", path)
+    chosen = families.detect(path) if family == "auto" else families.get(family)
+    if not chosen.is_checkpoint(path):
+        raise UserError(f"is not a {chosen.name} checkpoint; expected a Pose2Img checkpoint file, or a PSC folder "
+                        "with pm.pth, aa.pth and ct.pth", path)
+    options = {"config": config, "scale": scale, "warp_mode": warp_mode, "aa_norm": aa_norm, "size": size}
+    options = {k: v for k, v in options.items() if v is not None}
+    chosen.check_export_options(options)
+    identity = {"source": source, "source_keypoints": source_keypoints, "source_parsing": source_parsing}
+    int8 = _int8_options(chosen, precision, calibrate, identity, frames, gate_frames, gate_psnr, gate_ssim,
+                         calibration_method, int8_target)
     started = time.perf_counter()
-    cfg = load_config(config, scale)
-    if cfg is None and scale is not None:
-        raise UserError("--scale needs --config (or re-export from a config)")
-    manifest = _current_export(Path(output), Path(checkpoint), cfg, warp_mode) if int8 else None
+    manifest = _current_export(Path(output), chosen, path, options) if int8 else None
     if manifest is not None:
-        click.echo(f"reusing the FP32 export in {output} (same checkpoint, config, warp mode and poserender "
+        click.echo(f"reusing the FP32 export in {output} (same checkpoint, export options and poserender "
                    "version); adding INT8 graphs")
     else:
-        manifest = export_checkpoint(checkpoint, cfg, output, warp_mode, log=log)
+        manifest = export_checkpoint(chosen, path, output, options, log=log)
         h, w = manifest["canvas"]
-        click.echo(f"exported {checkpoint} -> {output}: stages {', '.join(s['name'] for s in manifest['stages'])}, "
-                   f"{h}x{w}, warp {manifest['warp_mode']}, verified with ONNX Runtime "
-                   f"({time.perf_counter() - started:.1f} s)")
+        detail = {"pose2img": f"warp {manifest.get('warp_mode')}",
+                  "psc": f"AA-Net norm {manifest['config'].get('aa_norm')}"}.get(chosen.name, "")
+        click.echo(f"exported {checkpoint} -> {output}: {chosen.name} stages "
+                   f"{', '.join(s['name'] for s in manifest['stages'])}, {h}x{w}{', ' + detail if detail else ''}, "
+                   f"verified with ONNX Runtime ({time.perf_counter() - started:.1f} s)")
     if int8:
-        from ..config import Pose2ImgConfig
-
-        _add_int8(Path(output), int8, lambda: calibration_data(Pose2ImgConfig.from_dict(manifest["config"]),
-                                                               Path(calibrate), Path(source), Path(source_keypoints)))
+        _add_int8(Path(output), chosen, Path(calibrate), int8)
 
 
-def _add_int8(model_dir: Path, int8: dict, load_data) -> None:
-    """Read the calibration inputs (``load_data()``), add the INT8 graphs behind the gate, say what was written."""
+def _add_int8(model_dir: Path, family, calibrate: Path, int8: dict) -> None:
+    """Read the calibration inputs, add the INT8 graphs behind the gate, say what was written."""
     import time
 
-    from ..export.quantize import add_int8_targets
+    from ..export.calibration import calibration_data
+    from ..export.int8 import add_int8_targets
+    from ..manifest import read_manifest
 
     started = time.perf_counter()
-    entries = add_int8_targets(model_dir, load_data(), log=log, **int8)
+    identity = int8.pop("identity")
+    data = calibration_data(family, read_manifest(model_dir), calibrate, identity,
+                            warn=lambda message: log(f"poserender: warning: {message}"))
+    entries = add_int8_targets(model_dir, data, log=log, **int8)
     for target, entry in entries.items():
         q = entry["quality"]
         files = ", ".join(s["file"] for s in entry["stages"])
@@ -140,14 +132,12 @@ def _add_int8(model_dir: Path, int8: dict, load_data) -> None:
                    f"gate {int8['gate'].describe()} passed{where} ({time.perf_counter() - started:.1f} s)")
 
 
-def _current_export(output: Path, checkpoint: Path, config, warp_mode: Optional[str]):
-    """The manifest of an FP32 pose2img export in ``output`` that this export would reproduce
-    (same checkpoint sha256, config, warp mode, poserender version), else None. Lets
-    ``--precision int8`` re-calibrate without re-exporting the FP32 graphs."""
-    import json
-
-    from .. import __version__
-    from ..manifest import MANIFEST, read_manifest, sha256_file
+def _current_export(output: Path, family, checkpoint: Path, options: dict):
+    """The manifest of an FP32 export in ``output`` that this export would reproduce (same family,
+    checkpoint content, export options and poserender version: the recorded ``export_key``), else
+    None. Lets ``--precision int8`` re-calibrate without re-exporting the FP32 graphs."""
+    from ..export.exporter import export_key
+    from ..manifest import MANIFEST, read_manifest
 
     if not (output / MANIFEST).is_file():
         return None
@@ -155,47 +145,38 @@ def _current_export(output: Path, checkpoint: Path, config, warp_mode: Optional[
         manifest = read_manifest(output)
     except UserError:
         return None
-    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731
-    if manifest.get("family", "pose2img") != "pose2img" or manifest.get("poserender") != __version__ \
-            or (manifest.get("checkpoint") or {}).get("sha256") != sha256_file(checkpoint) \
-            or (config is not None and not same(json.loads(json.dumps(config.to_dict())), manifest["config"])) \
-            or (warp_mode is not None and warp_mode != manifest.get("warp_mode")):
+    if manifest.family != family.name or manifest.get("export_key") != export_key(family, checkpoint, options):
         return None
     return manifest
 
 
-def _int8_options(precision: str, calibrate, source, source_keypoints, frames: int, gate_frames: int,
-                  gate_psnr: float, gate_ssim, method: str, source_parsing=None, psc: bool = False,
-                  target: str = "ort") -> dict:
-    """add_int8's keyword arguments for --precision int8 (checked before any work), else {}.
-    pose2img identities take --source-keypoints, PSC ones --source-parsing."""
-    from pathlib import Path
-
+def _int8_options(family, precision: str, calibrate, identity: dict, frames: int, gate_frames: int,
+                  gate_psnr: float, gate_ssim, method: str, target: str = "ort") -> dict:
+    """add_int8's keyword arguments for --precision int8 (checked before any work), else {};
+    the identity inputs are the family's (pose2img: --source-keypoints, PSC: --source-parsing)."""
+    from .. import families
     from ..export.quality import QualityGate
 
-    identity, other = ("--source-parsing", "--source-keypoints") if psc else ("--source-keypoints", "--source-parsing")
-    values = {"--calibrate": calibrate, "--source": source, "--source-keypoints": source_keypoints,
-              "--source-parsing": source_parsing}
-    if values[other]:
-        raise UserError(f"{other} is for {'pose2img' if psc else 'PSC'} models; "
-                        f"{'a PSC' if psc else 'this'} model calibrates with {identity}")
-    names = ("--calibrate", "--source", identity)
-    given = [name for name in names if values[name]]
+    given = [name for name, value in (("--calibrate", calibrate), *((f"--{k.replace('_', '-')}", v)
+                                                                    for k, v in identity.items())) if value]
     if precision != "int8":
         if target != "ort":
             given.append("--int8-target")
         if given:
             raise UserError(f"{', '.join(given)} apply to --precision int8")
         return {}
-    missing = [name for name in names if name not in given]
+    if family.int8 is None:
+        raise UserError(f"--precision int8: a {family.name} model has no INT8 export")
+    wanted = " and ".join(f"{i.option} ({i.help})" for i in family.identity_inputs)
+    missing = ["--calibrate"] * (not calibrate) + [i.option for i in family.identity_inputs if not identity.get(i.key)]
+    stray = [k for k, v in identity.items() if v and k not in {i.key for i in family.identity_inputs}]
+    if stray:
+        family.check_identity({k: v for k, v in identity.items() if v}, families.others(family))
     if missing:
-        kind = "POSES" if psc else "KEYPOINTS"
-        ident = "--source-parsing S0.png" if psc else "--source-keypoints KP"
-        raise UserError(f"--precision int8 needs real calibration inputs: --calibrate {kind}, --source IMAGE and "
-                        f"{ident}; missing {', '.join(missing)}")
-    for option in names:
-        value = values[option]
-        if not Path(value).exists():
+        raise UserError(f"--precision int8 needs real calibration inputs: --calibrate POSES and {wanted}; missing "
+                        f"{', '.join(missing)}")
+    for option, value in (("--calibrate", calibrate), *((f"--{k.replace('_', '-')}", v) for k, v in identity.items())):
+        if value and not Path(value).exists():
             raise UserError(f"{option} not found", value)
     if frames < 1 or gate_frames < 1:
         raise UserError(f"--frames {frames} and --gate-frames {gate_frames}; expected at least 1 each")
@@ -203,61 +184,5 @@ def _int8_options(precision: str, calibrate, source, source_keypoints, frames: i
         gate = QualityGate(gate_psnr, gate_ssim)
     except ValueError as exc:
         raise UserError(f"--gate-psnr/--gate-ssim: {exc}") from None
-    return {"method": method, "frames": frames, "gate_frames": gate_frames, "gate": gate, "target": target}
-
-
-def calibration_data(config, keypoints, source, source_keypoints):
-    """Real calibration inputs on the canvas, read the way `poserender render` reads them: the
-    source image and keypoints (first frame) and the target sequence without its bad frames."""
-    import numpy as np
-
-    from ..export.quantize import CalibrationData
-    from ..keypoints import canvas_transform, read_keypoints
-    from ..runtime.render import load_source_image, load_source_keypoints
-
-    seq = read_keypoints(keypoints, config)
-    good = ~seq.bad & seq.valid.any(axis=1)
-    if not good.any():
-        raise UserError("has no usable frame to calibrate on", keypoints)
-    image = load_source_image(source, config)
-    src_xy, src_valid = load_source_keypoints(source_keypoints, config)
-    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    return CalibrationData(
-        {"source_image": f32(image), "source_keypoints": f32(src_xy), "source_valid": f32(src_valid)},
-        f32(canvas_transform(seq.xy[good], config)), f32(seq.valid[good]),
-        {"keypoints": str(Path(keypoints).resolve()), "usable_frames": int(good.sum()),
-         "bad_frames_left_out": int((~good).sum()), "source_image": str(Path(source).resolve()),
-         "source_keypoints": str(Path(source_keypoints).resolve())})
-
-
-def psc_calibration_data(manifest, poses, source, source_parsing):
-    """Real PSC calibration inputs, read the way `poserender render` reads a PSC stream (the
-    PSC adapter): I0 and S0 as the source stage's feed, the pose stream (csv file or folder,
-    OpenPose JSON, .npy) without its bad frames, in canvas pixels (missing joints at -1)."""
-    import numpy as np
-
-    from ..errors import BadFrame
-    from ..export.quantize import CalibrationData
-    from ..runtime.adapters import PSCAdapter
-    from ..runtime.psc_render import load_psc_image, load_psc_parsing
-
-    height, width = (int(v) for v in manifest["canvas"])
-    image = load_psc_image(Path(source), height, width, log)
-    labels = load_psc_parsing(Path(source_parsing), height, width, int(manifest["config"]["classes"]))
-    adapter = PSCAdapter(manifest, Path(source), Path(source_parsing))
-    xys, valids, bad = [], [], 0
-    for frame in adapter.open_file(Path(poses), 25.0):
-        try:
-            if frame.bad is not None:
-                raise frame.bad
-            xy, valid = adapter.normalise(frame)
-        except BadFrame:
-            bad += 1
-            continue
-        xys.append(xy), valids.append(valid)
-    if not xys:
-        raise UserError("has no usable pose to calibrate on", poses)
-    return CalibrationData(
-        {"source_image": image, "source_labels": labels}, np.stack(xys), np.stack(valids),
-        {"keypoints": str(Path(poses).resolve()), "usable_frames": len(xys), "bad_frames_left_out": bad,
-         "source_image": str(Path(source).resolve()), "source_parsing": str(Path(source_parsing).resolve())})
+    return {"method": method, "frames": frames, "gate_frames": gate_frames, "gate": gate, "target": target,
+            "identity": {i.key: Path(identity[i.key]) for i in family.identity_inputs}}

@@ -1,21 +1,30 @@
 """`poserender render`: a keypoint file or live stream -> video, frames, or raw frames on stdout.
 
-The model's family (manifest ``family``; none = pose2img) picks the inputs: pose2img takes
---source/--source-keypoints, PSC --source/--source-parsing (or --psc-data, or --key-poses). Pose
-streams of both families run through the streaming pipeline (runtime.stream)."""
+The model's family (poserender.families) says which identity inputs it takes (pose2img: --source
+and --source-keypoints; psc: --source and --source-parsing) and whether it has render modes of its
+own (psc: --psc-data, --key-poses); everything else is one path for every family: a
+:class:`~poserender.runtime.stream.RenderRequest` through the streaming pipeline."""
 from __future__ import annotations
 
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, List, Optional
 
 import click
 
 from ..errors import UserError
-from .common import WARP_CHOICES, log, model_dir_for, user_errors
-from .render_psc import psc_mode, psc_model_dir, psc_render_options, render_psc
+from .common import WARP_CHOICES, Progress, log, model_dir_for, user_errors
+
+#: identity options every family may take (each family says which it uses)
+IDENTITY_OPTIONS = ("source", "source_keypoints", "source_parsing")
+#: options of the families' own render modes
+FAMILY_RENDER_OPTIONS = ("psc_data", "t_values", "panels", "key_poses", "frames")
+#: options that only make sense for a pose stream
+STREAM_OPTIONS = (("-o -", "stdout"), ("--realtime", "realtime"), ("--precision", "precision"),
+                  ("--follow", "follow"), ("--preview", "preview"), ("--metrics", "metrics"),
+                  ("--devices", "devices"), ("--replicate", "replicate"))
 
 
 class StreamProgress:
@@ -44,7 +53,7 @@ class StreamProgress:
             sys.stderr.write("\n")
 
 
-def summary_lines(result, output: str, precision: Optional[str] = None) -> list:
+def summary_lines(result, output: str, precision: Optional[str] = None) -> List[str]:
     """The final report: one headline (frames, time, fps, backend, canvas), then details."""
     report, counts = result.report, result.report.counts
     extra = "".join(f", {n} {k}" for k, n in (("held", counts.held), ("skipped", counts.skipped),
@@ -73,40 +82,27 @@ def summary_lines(result, output: str, precision: Optional[str] = None) -> list:
                      f"jitter {rt['jitter_ms']:.1f} ms, {counts.dropped} dropped, {counts.late_held} held")
     if result.preview is not None:
         lines.append(f"preview: {result.preview}")
+    if result.backend_choice:
+        lines.append(f"backend {result.backend_choice}")
     return lines
 
 
-def render_model(model_dir: Path, backend: str, *, source_image, source_keypoints, keypoints, output,
-                 source_parsing=None, fmt: Optional[str] = None, fps: float = 15.0, audio=None, batch: int = 4,
-                 on_bad_frame: str = "hold", max_frames: Optional[int] = None, max_wait_ms: float = 50.0,
-                 devices: Optional[str] = None, replicate: bool = False, realtime: bool = False,
-                 late: str = "hold", follow: bool = False, follow_timeout: float = 10.0, preview=None,
-                 preview_every: int = 25, metrics=None, codec: str = "auto", precision: Optional[str] = None,
-                 max_gap: Optional[int] = None, idle_timeout: float = 30.0):
-    """Render through the streaming pipeline and print the summary (stderr when stdout has frames).
-    ``precision``: fp16/bf16 on the GPU backends, int8 on ort-cpu (the model's INT8 graphs)."""
-    from ..runtime.pipeline import StreamOptions
-    from ..runtime.stream import parse_devices, render_stream
+def run_stream(manifest, family, identity: Dict[str, Any], request, source=None, note: Optional[str] = None):
+    """Render ``request`` with the model ``manifest`` of ``family`` and print the summary (stderr
+    when stdout carries the frames); exits with 128 + the signal when a signal stopped it."""
+    from .. import families
+    from ..runtime.stream import render_stream
 
-    if precision == "int8":     # no INT8 graphs, or a backend that cannot run them: one line, before any output
-        from ..engines.select import stage_engines
-        from ..manifest import read_manifest
-
-        stage_engines(Path(model_dir), read_manifest(model_dir), backend, precision=precision)
-    options = StreamOptions(batch=batch, max_wait_ms=max_wait_ms, on_bad_frame=on_bad_frame,
-                            devices=parse_devices(devices), replicate=replicate, fps=fps, realtime=realtime,
-                            late=late, max_frames=max_frames, max_gap=max_gap)
+    adapter = family.adapter(manifest, family.check_identity(identity, families.others(family)),
+                             warn=lambda message: log(f"poserender: warning: {message}"))
     progress = StreamProgress()
     try:
-        result = render_stream(model_dir, backend, source_image=source_image, source_keypoints=source_keypoints,
-                               source_parsing=source_parsing, keypoints=keypoints, output=output, fmt=fmt, fps=fps, audio=audio, codec=codec,
-                               options=options, follow=follow, follow_timeout=follow_timeout, preview=preview,
-                               preview_every=preview_every, metrics_path=metrics, log=log, progress=progress,
-                               precision=None if precision == "fp32" else precision, idle_timeout=idle_timeout)
+        result = render_stream(manifest, adapter, request, torch_stages=family.torch_stage, source=source, log=log,
+                               progress=progress)
     finally:
         progress.finish()
-    to_stdout = str(output) == "-"
-    for line in summary_lines(result, str(output), precision):
+    to_stdout = str(request.output) == "-"
+    for line in summary_lines(result, str(request.output), request.precision) + ([note] if note else []):
         click.echo(line, err=to_stdout)
     for line in result.report.metrics.table():
         click.echo(line, err=True)
@@ -131,7 +127,8 @@ def _quiet_stdout() -> None:
 @click.option("--source", "source", type=click.Path(), help="Source image (the identity), e.g. frame.jpg "
               "(PSC: I0/0001.jpg).")
 @click.option("--source-keypoints", type=click.Path(), help="pose2img: the source's OpenPose keypoints (.npy 3x137 "
-              "or .json); required for pose2img models.")
+              "or .json).")
+@click.option("--source-parsing", type=click.Path(), help="PSC: parsing label PNG of --source (S0).")
 @click.option("--keypoints",
               help="Target poses: .npz, .npy, an OpenPose JSON folder, '-' (JSON lines on stdin) or "
                    "tcp://127.0.0.1:PORT (a listener; one JSON object per line). PSC: also a csv or a folder "
@@ -141,7 +138,12 @@ def _quiet_stdout() -> None:
 @click.option("--config", type=click.Path(), help="Pose2Img YAML when MODEL is a checkpoint.")
 @click.option("--scale", type=float, help="Canvas scale when MODEL is a checkpoint (640 / scale).")
 @click.option("--warp-mode", type=click.Choice(WARP_CHOICES), help="Warp sampler when MODEL is a checkpoint.")
-@click.option("--backend", default="auto", show_default=True, help="auto, ort-cpu, torch (see `poserender doctor`).")
+@click.option("--aa-norm", type=click.Choice(["authors", "eval"]), default=None,
+              help="When MODEL is a PSC checkpoint folder: AA-Net BatchNorm statistics; authors (default: "
+                   "per-sample batch statistics, what the reference computes) or eval (running stats).")
+@click.option("--backend", default="auto", show_default=True,
+              help="auto (ONNX Runtime on CUDA when usable, else on the CPU, else torch), or a name from "
+                   "`poserender doctor`: ort-cpu, torch, ort-cuda, ort-trt, trt, torch-cuda.")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="int8: the model's calibrated INT8 graphs on ort-cpu (export --precision int8); fp16/bf16: "
                    "reduced precision on the GPU backends (torch-cuda, ort-trt, trt).")
@@ -165,8 +167,8 @@ def _quiet_stdout() -> None:
 @click.option("--idle-timeout", default=30.0, show_default=True,
               help="TCP input: end the stream when the client sends nothing for this many seconds (and drop a "
                    "connection that sends no record for that long).")
-@click.option("--devices", help="Where the stages run, e.g. cpu (default), 0, 0,1; with --replicate "
-                                "cpu,cpu gives two CPU frame workers.")
+@click.option("--devices", help="Where the stages run: cpu (the default on CPU backends), 0 (on GPU backends), 0,1 "
+                                "(stages split across GPUs); with --replicate cpu,cpu gives two CPU frame workers.")
 @click.option("--replicate", is_flag=True, help="One frame-stage worker per listed device (frames dealt out, "
                                                 "put back in order) instead of placing stages across devices.")
 @click.option("--realtime", is_flag=True, help="Pace output to the clock at --fps (files are read at --fps too).")
@@ -180,20 +182,27 @@ def _quiet_stdout() -> None:
 @click.option("--preview", type=click.Path(), help="Also write a contact sheet PNG of every Nth frame, e.g. sheet.png.")
 @click.option("--preview-every", default=25, show_default=True, help="N for --preview.")
 @click.option("--metrics", type=click.Path(), help="Write per-stage timings, counts and fps as JSON, e.g. m.json.")
-@psc_render_options
+@click.option("--psc-data", type=click.Path(), help="PSC: reference layout folder with I0/ S0/ P0/ P1/ (e.g. "
+              "psc/data/test): one image per sample and --t value, written into -o FOLDER.")
+@click.option("--t", "t_values", help="PSC, with --psc-data: interpolation values (default 0.2,0.4,0.6,0.8,1); "
+              "1 uses P1 itself, as the reference.")
+@click.option("--panels", is_flag=True, help="PSC, with --psc-data: also write the reference's process strip "
+              "(P0, P1, S0, I0, Pt, St, output) per image into FOLDER/process/.")
+@click.option("--key-poses", nargs=2, type=click.Path(), help="PSC interpolation: two key pose csv files, e.g. "
+              "P0/0001.csv P1/0001.csv; with --frames.")
+@click.option("--frames", type=int, help="PSC interpolation: in-between frames (PM-Net) between the key poses.")
 @user_errors
-def render(model, source, source_keypoints, keypoints, output, config, scale, warp_mode, backend, precision, fmt, fps,
-           audio, codec, batch, max_wait_ms, on_bad_frame, max_frames, max_gap, idle_timeout, devices, replicate,
-           realtime, late,
-           follow, follow_timeout, preview, preview_every, metrics, psc_data, t_values, panels, source_parsing,
-           key_poses, frames, aa_norm) -> None:
+def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend, precision, fmt, fps, audio, codec,
+           batch, max_wait_ms, on_bad_frame, max_frames, max_gap, idle_timeout, devices, replicate, realtime, late,
+           follow, follow_timeout, preview, preview_every, metrics, **family_options) -> None:
     """Render KEYPOINTS with the appearance of SOURCE, through the streaming pipeline.
 
     MODEL is a folder from `poserender export`, a pose2img checkpoint (.pth) with --config, or a
     PSC checkpoint folder (pm.pth, aa.pth, ct.pth); checkpoints are exported to a cache on first
     use. The model's family picks the inputs: pose2img needs --source-keypoints, PSC
     --source-parsing. Stages overlap (reading, batching, rendering, encoding), bad frames follow
-    --on-bad-frame, Ctrl-C finishes the frames in flight and closes the output.
+    --on-bad-frame, a signal (Ctrl-C, SIGTERM, SIGHUP) finishes the frames being rendered and
+    closes the output.
 
     \b
     poserender render art/oliver --source img.jpg --source-keypoints kp.npy \\
@@ -206,6 +215,11 @@ def render(model, source, source_keypoints, keypoints, output, config, scale, wa
     poserender render art/psc --source I0/0001.jpg --source-parsing S0/0001.png \\
         --key-poses P0/0001.csv P1/0001.csv --frames 30 -o interp.mp4
     """
+    from .. import families
+    from ..manifest import read_manifest
+    from ..runtime.pipeline import StreamOptions
+    from ..runtime.stream import RenderRequest
+
     if fps <= 0 or batch < 1:
         raise UserError(f"--fps {fps:g} and --batch {batch} must be positive")
     if max_frames is not None and max_frames < 1:
@@ -214,67 +228,45 @@ def render(model, source, source_keypoints, keypoints, output, config, scale, wa
         raise UserError(f"--max-gap {max_gap}; expected a number of frames >= 0")
     if not idle_timeout > 0:
         raise UserError(f"--idle-timeout {idle_timeout:g}; expected a positive number of seconds")
-    for option, value in (("--source", source), ("--source-keypoints", source_keypoints),
-                          ("--source-parsing", source_parsing), ("--psc-data", psc_data),
-                          ("--keypoints", keypoints), ("--audio", audio)):
+    identity = {key: family_options.pop(key) for key in IDENTITY_OPTIONS}
+    for option, value in (*((f"--{k.replace('_', '-')}", v) for k, v in identity.items()),
+                          ("--psc-data", family_options.get("psc_data")), ("--keypoints", keypoints),
+                          ("--audio", audio)):
         if value is not None and value != "-" and not str(value).startswith("tcp://") and not Path(value).exists():
             raise UserError(f"{option} not found", value)
-    model_dir, family = _resolve_model(model, config, scale, warp_mode, aa_norm)
-    stream = dict(output=output, fmt=fmt, fps=fps, audio=Path(audio) if audio else None, batch=batch,
-                  on_bad_frame=on_bad_frame, max_frames=max_frames, max_wait_ms=max_wait_ms, devices=devices,
-                  replicate=replicate, realtime=realtime, late=late, follow=follow, follow_timeout=follow_timeout,
-                  preview=preview, preview_every=preview_every, metrics=metrics, codec=codec, precision=precision,
-                  max_gap=max_gap, idle_timeout=idle_timeout)
-    if family == "psc":
-        if source_keypoints:
-            raise UserError("--source-keypoints is for pose2img models; a PSC model takes --source-parsing "
-                            "(the S0 label PNG of --source)", model)
-        mode = psc_mode(psc_data, keypoints, key_poses, source, source_parsing, frames, audio, max_frames)
-        if mode == "sequence":
-            render_model(model_dir, backend, source_image=Path(source), source_keypoints=None,
-                         source_parsing=Path(source_parsing), keypoints=keypoints, **stream)
-            return
-        stream_only = [name for name, given in (("-o -", output == "-"), ("--realtime", realtime),
-                                                (f"--precision {precision}", precision != "fp32"),
-                                                ("--follow", follow), ("--preview", preview),
-                                                ("--metrics", metrics), ("--devices", devices),
-                                                ("--replicate", replicate)) if given]
-        if stream_only:
-            raise UserError(f"{', '.join(stream_only)} apply to pose streams (--keypoints); not to "
-                            f"{'--psc-data' if mode == 'layout' else '--key-poses'}")
-        render_psc(model_dir, backend, output, fmt, fps, audio, batch, source, psc_data, t_values, panels,
-                   source_parsing, key_poses or None, frames)
+    model_dir = model_dir_for(model, {"config": config, "scale": scale, "warp_mode": warp_mode, "aa_norm": aa_norm})
+    manifest = read_manifest(model_dir)
+    family = families.of(manifest)
+    request = RenderRequest(
+        keypoints=keypoints, output=output, backend=backend, precision=None if precision == "fp32" else precision,
+        fmt=fmt, audio=Path(audio) if audio else None, codec=codec, devices=devices,
+        stream=StreamOptions(batch=batch, max_wait_ms=max_wait_ms, on_bad_frame=on_bad_frame, replicate=replicate,
+                             fps=fps, realtime=realtime, late=late, max_frames=max_frames, max_gap=max_gap),
+        follow=follow, follow_timeout=follow_timeout, idle_timeout=idle_timeout,
+        preview=Path(preview) if preview else None, preview_every=preview_every,
+        metrics=Path(metrics) if metrics else None)
+    mode = family.render_mode({k: v for k, v in family_options.items() if v not in (None, False, ())}, model_dir)
+    if mode is None:
+        if not keypoints:
+            raise UserError(f"a {family.name} model needs --keypoints (the target poses) besides "
+                            f"{', '.join(i.option for i in family.identity_inputs)}")
+        run_stream(manifest, family, identity, request)
+        return
+    given = {"stdout": output == "-", "realtime": realtime, "precision": precision != "fp32", "follow": follow,
+             "preview": preview, "metrics": metrics, "devices": devices, "replicate": replicate}
+    conflicts = [name if name != "--precision" else f"--precision {precision}"
+                 for name, key in STREAM_OPTIONS if given[key] and key not in mode.stream_options]
+    if conflicts:
+        raise UserError(f"{', '.join(conflicts)} apply to pose streams (--keypoints); not to {mode.option}")
+    if mode.source is None:                   # a mode of its own (not a stream)
+        progress = Progress("rendering")
+        try:
+            lines = mode.run(manifest, identity, request, log, progress)
+        finally:
+            progress.finish()
+        for line in lines:
+            click.echo(line)
         sys.stdout.flush()
         return
-    psc_only = [name for name, given in (("--psc-data", psc_data), ("--key-poses", key_poses),
-                                         ("--frames", frames), ("--panels", panels),
-                                         ("--source-parsing", source_parsing)) if given]
-    if psc_only:
-        raise UserError(f"{', '.join(psc_only)} apply to PSC models; this is a {family} model", model_dir)
-    missing = [name for name, given in (("--source", source), ("--source-keypoints", source_keypoints),
-                                        ("--keypoints", keypoints)) if not given]
-    if missing:
-        raise UserError(f"a {family} model needs --source (image), --source-keypoints and --keypoints; "
-                        f"missing {', '.join(missing)}")
-    render_model(model_dir, backend, source_image=Path(source), source_keypoints=Path(source_keypoints),
-                 keypoints=keypoints, **stream)
-
-
-def _resolve_model(model: str, config, scale, warp_mode, aa_norm):
-    """(exported model folder, family): an exported folder as is; a pose2img checkpoint (.pth) or a
-    PSC checkpoint folder (pm.pth, aa.pth, ct.pth) exported once into the cache."""
-    from ..manifest import read_manifest
-
-    path = Path(model)
-    psc_checkpoint = path.is_dir() and not (path / "manifest.json").is_file() and \
-        all((path / n).is_file() for n in ("pm.pth", "aa.pth", "ct.pth"))
-    if psc_checkpoint or aa_norm:
-        if config or scale or warp_mode:
-            raise UserError("--config/--scale/--warp-mode apply to a pose2img checkpoint; this is a PSC model", path)
-        model_dir = psc_model_dir(model, aa_norm)
-    else:
-        model_dir = model_dir_for(model, config, scale, warp_mode)
-    family = read_manifest(model_dir).get("family", "pose2img")
-    if aa_norm and family != "psc":
-        raise UserError(f"--aa-norm applies to PSC models; this is a {family} model", model_dir)
-    return model_dir, family
+    source, note = mode.source(manifest, identity, request, log)
+    run_stream(manifest, family, identity, request, source=source, note=note)

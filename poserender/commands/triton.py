@@ -59,7 +59,8 @@ def triton(model_dir, output, devices, max_batch, preferred_batch, queue_delay_u
     poserender triton art/oliver -o model_repository --devices 0,1 --backend tensorrt
     """
     from ..triton.contract import backend_name
-    from ..triton.repository import TritonOptions, default_devices, generate_repository, parse_devices
+    from ..engines.placement import parse_devices
+    from ..triton.repository import TritonOptions, default_devices, generate_repository
 
     if engine is not None and backend is not None and backend_name(engine) != backend:
         raise UserError(f"--engine {engine} (= --backend {backend_name(engine)}) contradicts --backend {backend}; "
@@ -181,7 +182,7 @@ def triton_client(keypoints, output, url, model, local_repo, source, source_keyp
     poserender triton-client --local model_repository --source img.jpg --source-keypoints kp.npy poses.npz -o out.mp4
     """
     from ..triton.client import GrpcTransport, check_url, stream_through_ensemble
-    from .common import Progress
+    from .render import StreamProgress
 
     if fps <= 0 or (max_frames is not None and max_frames < 1):
         raise UserError(f"--fps {fps:g} must be positive and --max-frames at least 1")
@@ -204,14 +205,14 @@ def triton_client(keypoints, output, url, model, local_repo, source, source_keyp
         transport = GrpcTransport(check_url(url), timeout_s=timeout)
         where = f"Triton at {url}"
     model = model or "pose2img"
-    progress = Progress("rendering")
+    progress = StreamProgress()
     try:
         report = stream_through_ensemble(
             transport, model, keypoints, output, source_image=Path(source) if source else None,
             source_keypoints=Path(source_keypoints) if source_keypoints else None,
             source_parsing=Path(source_parsing) if source_parsing else None, batch=batch, concurrency=concurrency,
             fps=fps, fmt=fmt, audio=Path(audio) if audio else None, on_bad_frame=on_bad_frame,
-            max_frames=max_frames, log=log, progress=lambda done, total: progress(done, total or 0))
+            max_frames=max_frames, log=log, progress=progress)
     finally:
         progress.finish()
     counts = report.counts
@@ -220,4 +221,4 @@ def triton_client(keypoints, output, url, model, local_repo, source, source_keyp
                f"ensemble {model!r} ({where}) in {report.requests} requests of up to {report.batch} frames, "
                f"{report.seconds:.1f} s ({report.fps:.1f} fps)")
     if report.interrupted:
-        raise SystemExit(130)
+        raise SystemExit(report.exit_code)

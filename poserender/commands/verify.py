@@ -33,7 +33,7 @@ def _verdict(report: Dict[str, Dict[str, float]], precision: str) -> bool:
 
 def _run_chain(engines, manifest, own: bool, reference_outputs=None):
     """Outputs of every stage; with ``own`` each stage gets this chain's outputs, else the reference's."""
-    from ..export.trt_build import stage_feeds
+    from ..export.verify import stage_feeds
 
     outputs: Dict[str, Any] = {}
     per_stage = []
@@ -49,7 +49,8 @@ def verify_model(model_dir: Path, backends: Sequence[str], reference: Optional[s
                  device: Optional[str] = None, precision: Optional[str] = None) -> Dict[str, Any]:
     """Compare ``backends`` with ``reference`` on the family's verification inputs; writes
     ``verification_backends`` into the manifest and raises UserError if one fails."""
-    from ..engines import select
+    from .. import families
+    from ..engines import registry, select
     from ..export.verify import compare_outputs
     from ..manifest import read_manifest, write_json_atomic
 
@@ -58,12 +59,13 @@ def verify_model(model_dir: Path, backends: Sequence[str], reference: Optional[s
     except ImportError:
         raise UserError("poserender verify needs torch: pip install \".[export]\"") from None
     manifest = read_manifest(model_dir)
+    torch_stages = families.of(manifest).torch_stage
     for backend in backends:           # an unknown or unusable backend fails before any work
         select.resolve_backend(backend)
-    if reference is None:
-        ckpt = manifest.get("checkpoint", {}).get("path")
-        reference = "torch" if ckpt and Path(ckpt).is_file() else "ort-cpu"
-    _, ref_engines = select.stage_engines(model_dir, manifest, reference)
+    if reference is None:           # torch when the family's checkpoint is still where the export recorded it
+        ckpt = manifest.checkpoint.get("path")
+        reference = "torch" if ckpt and families.of(manifest).is_checkpoint(Path(ckpt)) else "ort-cpu"
+    _, ref_engines = select.stage_engines(model_dir, manifest, reference, torch_stages=torch_stages)
     for engine in ref_engines:
         engine.activate()
     try:
@@ -75,9 +77,9 @@ def verify_model(model_dir: Path, backends: Sequence[str], reference: Optional[s
     results: Dict[str, Any] = {}
     failed = []
     for backend in backends:
-        gpu = backend in select.GPU_BACKENDS
+        gpu = registry.is_gpu(backend)
         name, engines = select.stage_engines(model_dir, manifest, backend, device if gpu else None,
-                                             precision=precision if gpu else None)
+                                             precision=precision if gpu else None, torch_stages=torch_stages)
         used = (precision or "fp32") if gpu else "fp32"
         if backend == "trt":
             used = engines[0].precision or "fp32"
@@ -101,14 +103,15 @@ def verify_model(model_dir: Path, backends: Sequence[str], reference: Optional[s
                     f"PSNR {psnr:>6} dB  NaN/inf {entry['nonfinite']}")
         if not ok:
             failed.append(name)
-    manifest["verification_backends"] = {
+    written = manifest.to_dict()
+    written["verification_backends"] = {
         "reference": reference, "checked": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "min_psnr_db_reduced_precision": REDUCED_PRECISION_MIN_PSNR_DB, "backends": results}
-    write_json_atomic(Path(model_dir) / "manifest.json", manifest)
+    write_json_atomic(Path(model_dir) / "manifest.json", written)
     if failed:
         raise UserError(f"{', '.join(failed)} disagree(s) with {reference} beyond tolerance "
                         "(see the table above and verification_backends in manifest.json)", model_dir)
-    return manifest["verification_backends"]
+    return written["verification_backends"]
 
 
 @click.command()

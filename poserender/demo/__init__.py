@@ -81,14 +81,16 @@ def demo_model(cache: Path, log: Callable[[str], None]) -> Path:
         return model_dir
     import torch
 
-    from ..export.pose2img_export import export_generator
+    from .. import families
+    from ..export.exporter import export_model
+    from ..families.pose2img import generator_plan
     from ..models.pose2img import Pose2ImgGenerator
 
     torch.manual_seed(0)
     generator = Pose2ImgGenerator(width=DEMO_WIDTH).eval()
     log(f"building the demo model (slim, randomly initialised, {DEMO_SIZE}x{DEMO_SIZE}) in {model_dir}")
-    export_generator(generator, demo_config(), model_dir, "exact",
-                     {"path": None, "meta": {"note": "randomly initialised demo model (seed 0)"}}, log)
+    export_model(families.get("pose2img"), generator_plan(generator, demo_config(), "exact", {
+        "path": None, "meta": {"note": "randomly initialised demo model (seed 0)"}}), model_dir, log)
     return model_dir
 
 

@@ -67,7 +67,7 @@ def current_facts(device: int) -> MachineFacts:
     """This machine, for GPU ``device`` (imports tensorrt and pycuda; GPU machines only)."""
     import tensorrt
 
-    from ..doctor import nvidia_smi
+    from .machine import nvidia_smi
     from . import cuda_mem
 
     gpu = cuda_mem.device_facts(device)

@@ -25,8 +25,10 @@ from .base import Engine
 
 
 def is_available() -> bool:
-    from ..doctor import backend_availability
-    return backend_availability()["trt"][0]
+    from .machine import Facts
+    from .registry import BACKENDS
+
+    return BACKENDS["trt"].probe(Facts())[0]
 
 
 def check_io(trt, engine, spec: StageSpec) -> list:

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..specs import StageSpec
+from .verify import stage_feeds
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 OPTIMIZATION_LEVELS = range(0, 6)        # TensorRT's builder_optimization_level, default 3
@@ -324,26 +325,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-
-
-def stage_feeds(manifest: Mapping[str, Any], stage_index: int, earlier_outputs: Mapping[str, np.ndarray],
-                seed: int = 0) -> Dict[str, np.ndarray]:
-    """Verification inputs of one stage: the family's realistic inputs (template poses, smooth
-    image), outputs of the stages before it, and random normals for anything else."""
-    specs = [StageSpec.from_dict(s) for s in manifest["stages"]]
-    spec = specs[stage_index]
-    known: Dict[str, np.ndarray] = {}
-    if manifest.get("family") == "pose2img":
-        from .pose2img_export import verification_inputs
-
-        h, w = manifest["canvas"]
-        source, target = verification_inputs(h, w, frames=2, seed=seed)
-        known.update(source)
-        known.update(target)
-    known.update(earlier_outputs)
-    random = spec.sample_inputs(batch=max(spec.min_batch, min(2, spec.max_batch)), seed=seed)
-    return {t.name: np.ascontiguousarray(known.get(t.name, random[t.name])).astype(t.np_dtype, copy=False)
-            for t in spec.inputs}
 
 
 def build_record_extra(seconds: float, optimization_level: int, fp32_reasons: Mapping[str, str],

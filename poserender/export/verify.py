@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, Mapping
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..specs import StageSpec
 from .quality import psnr
@@ -28,7 +26,9 @@ def compare_outputs(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> D
     return report
 
 
-def run_torch(module: nn.Module, spec: StageSpec, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+def run_torch(module, spec: StageSpec, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    import torch
+
     with torch.no_grad():
         out = module(*(torch.from_numpy(feed[n]) for n in spec.input_names))
     out = out if isinstance(out, (tuple, list)) else (out,)
@@ -54,3 +54,19 @@ def passes(report: Dict[str, Dict[str, float]]) -> bool:
         elif entry["max_abs_error"] > 1e-3:
             return False
     return True
+
+
+def stage_feeds(manifest: Mapping[str, Any], stage_index: int, earlier_outputs: Mapping[str, np.ndarray],
+                seed: int = 0) -> Dict[str, np.ndarray]:
+    """Verification inputs of one stage (for verify, build and bench): the family's realistic
+    inputs (template poses, a smooth image), outputs of the stages before it, and random normals
+    for anything else."""
+    from .. import families
+
+    specs = [StageSpec.from_dict(s) for s in manifest["stages"]]
+    spec = specs[stage_index]
+    known: Dict[str, np.ndarray] = dict(families.of(manifest).verification_inputs(manifest))
+    known.update(earlier_outputs)
+    random = spec.sample_inputs(batch=max(spec.min_batch, min(2, spec.max_batch)), seed=seed)
+    return {t.name: np.ascontiguousarray(known.get(t.name, random[t.name])).astype(t.np_dtype, copy=False)
+            for t in spec.inputs}

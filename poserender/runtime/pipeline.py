@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from .. import signals
 from ..engines.base import Engine
 from ..errors import StageError, UserError
+from ..engines.placement import PER_FRAME, PER_IDENTITY, Placement, plan_placement
 from ..fileio import output_error
 from .metrics import PipelineMetrics, peak_rss_mb
 from .policy import BadFramePolicy, StreamCounts, default_max_gap
@@ -116,29 +117,13 @@ def gpu_memory(devices: Sequence[str]) -> Optional[Dict[str, Any]]:
     return gpumem.used_mib(indices)
 
 
-def plan_workers(adapter, devices: Sequence[str], replicate: bool) -> Tuple[str, Dict[str, List[str]]]:
-    """(device of the identity stages, frame stage -> devices of its workers).
-
-    Without --replicate the stages are placed in order over the devices (pose2img on 0,1: source
-    on 0, frame on 1); with it the identity stages run on the first device and every frame stage
-    gets one worker per listed device.
-    """
-    devices = list(devices) or ["cpu"]
-    if replicate:
-        return devices[0], {name: list(devices) for name in adapter.frame_stages}
-    names = list(adapter.identity_stages) + list(adapter.frame_stages)
-    placed = {name: devices[i % len(devices)] for i, name in enumerate(names)}
-    identity_device = placed[adapter.identity_stages[0]] if adapter.identity_stages else devices[0]
-    return identity_device, {name: [placed[name]] for name in adapter.frame_stages}
-
-
 class StreamPipeline:
     """One stream through one model; :meth:`run` returns a :class:`StreamReport`."""
 
     def __init__(self, adapter, engine_factory: EngineFactory, source: FrameSource, sink, options: StreamOptions,
                  log: Callable[[str], None] = lambda message: None,
                  progress: Callable[[int, Optional[int], float], None] = lambda done, total, fps: None,
-                 preview=None):
+                 preview=None, placement: Optional[Placement] = None):
         self.adapter, self.source, self.sink, self.options = adapter, source, sink, options
         self.log, self.progress, self.preview = log, progress, preview
         self.counts = StreamCounts()
@@ -156,19 +141,26 @@ class StreamPipeline:
         self._raw: "queue.Queue" = queue.Queue(maxsize=max(8, 2 * options.batch))
         self._stage_queues = [queue.Queue(maxsize=options.queue_batches) for _ in range(n_stages)]
         self._results: "queue.Queue" = queue.Queue()   # bounded by the batches in flight upstream
-        identity_device, placement = plan_workers(adapter, options.devices, options.replicate)
-        cpu_workers = sum(d == "cpu" for ds in placement.values() for d in ds)
+        # the model's plan (engines.placement, the one `build` records); without one, the adapter's stages
+        placement = placement or plan_placement([{"name": n, "runs": PER_IDENTITY} for n in adapter.identity_stages]
+                                                + [{"name": n, "runs": PER_FRAME} for n in adapter.frame_stages],
+                                                options.devices, options.replicate)
+        self.placement = placement
+        identity_device = placement.stages[adapter.identity_stages[0]][0] if adapter.identity_stages \
+            else placement.devices[0]
+        per_stage = {name: list(placement.stages[name]) for name in adapter.frame_stages}
+        cpu_workers = sum(d == "cpu" for ds in per_stage.values() for d in ds)
         threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers > 1 else None
         # Engines are built here (cheap, lazy; a bad device fails now, before any frame), and
         # activated in the thread that uses them.
         self._identity_engines = engine_factory(identity_device, None)
         self._workers: List[Tuple[int, str, str, Engine]] = []
         for i, name in enumerate(adapter.frame_stages):
-            for k, device in enumerate(placement[name]):
-                label = f"{name}@{device}" + (f"#{k}" if len(placement[name]) > 1 else "")
+            for k, device in enumerate(per_stage[name]):
+                label = f"{name}@{device}" + (f"#{k}" if len(per_stage[name]) > 1 else "")
                 self._workers.append((i, name, label, engine_factory(device, threads)[name]))
         self._done = [0] * n_stages
-        self._per_stage = [len(placement[name]) for name in adapter.frame_stages]
+        self._per_stage = [len(per_stage[name]) for name in adapter.frame_stages]
         # Batches in flight between the batcher and the writer hold a permit each, returned when the
         # writer has consumed all their frames: memory stays bounded even when one replicated worker
         # stalls while the others run ahead into the reorder buffer.

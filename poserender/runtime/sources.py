@@ -114,16 +114,18 @@ class Coco18FileSource(SequenceSource):
 
 
 class ArraySource(FrameSource):
-    """Frames from arrays or a generator of (K, 2) poses (tests, benchmarks, the demo)."""
+    """Frames from arrays or a generator of (K, 2) poses (tests, benchmarks, the demo, poses a
+    family computes); ``valid`` (T, K) bool, else the OpenPose missing-joint rule."""
 
     def __init__(self, poses: Iterable[np.ndarray], fps: float, length: Optional[int] = None,
-                 description: str = "array"):
-        self.poses, self.fps, self.length, self.description = poses, fps, length, description
+                 description: str = "array", valid: Optional[np.ndarray] = None):
+        self.poses, self.fps, self.length, self.description, self.valid = poses, fps, length, description, valid
 
     def __iter__(self) -> Iterator[Frame]:
         for t, xy in enumerate(self.poses):
             xy = np.asarray(xy, dtype=np.float64)
-            yield Frame(t, t / self.fps, xy, openpose_validity(xy, None))
+            valid = openpose_validity(xy, None) if self.valid is None else np.asarray(self.valid[t], dtype=bool)
+            yield Frame(t, t / self.fps, xy, valid)
 
 
 def _rows_to_frame(rows: Optional[np.ndarray], index: int, timestamp: float, where: Optional[str] = None) -> Frame:

@@ -1,27 +1,47 @@
-"""``render_stream``: an exported model + identity + keypoint source -> a sink, through the pipeline.
+"""``render_stream``: an exported model + a family adapter + a :class:`RenderRequest` -> a sink.
 
-Everything the user gave is opened and checked first (model, backend, devices, identity, the
-keypoint source, the output and audio), so bad input ends with one error line and no output;
-then :class:`~poserender.runtime.pipeline.StreamPipeline` runs the stream.
+Everything the user gave is checked first (backend, precision and devices together, the
+keypoint source, the output, preview and metrics locations, the audio), so bad input ends with one
+error line and no output; then :class:`~poserender.runtime.pipeline.StreamPipeline` runs the
+stream on the placement plan every command shares (engines.placement).
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, TextIO, Union
+from typing import IO, Callable, Dict, Optional
 
 from ..engines.base import Engine
-from ..engines.select import stage_engines
+from ..engines.placement import parse_devices, plan_placement
+from ..engines.registry import is_gpu
+from ..engines.select import check_request, device_index, stage_engines
 from ..errors import UserError
 from ..fileio import check_writable, write_json_atomic
-from ..manifest import read_manifest
-from .adapters import adapter_for
 from .pipeline import StreamOptions, StreamPipeline, StreamReport
 from .preview import ContactSheet
 from .sinks import VIDEO_CODECS, open_sink, pick_video_codec
-from .sources import open_source
+from .sources import FrameSource, open_source
 
-PathLike = Union[str, Path]
+
+@dataclasses.dataclass
+class RenderRequest:
+    """One render, as the user asked for it (the CLI's options, checked here)."""
+
+    keypoints: str                      # a file or folder, "-" (stdin) or tcp://127.0.0.1:PORT
+    output: str                         # out.mp4, a frames folder, or "-" (raw frames on stdout)
+    backend: str = "auto"
+    precision: Optional[str] = None
+    fmt: Optional[str] = None
+    audio: Optional[Path] = None
+    codec: str = "auto"
+    devices: Optional[str] = None       # --devices as given (None: one worker on the backend's kind)
+    stream: StreamOptions = dataclasses.field(default_factory=StreamOptions)
+    follow: bool = False
+    follow_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    preview: Optional[Path] = None
+    preview_every: int = 25
+    metrics: Optional[Path] = None
 
 
 @dataclasses.dataclass
@@ -30,71 +50,59 @@ class StreamResult:
     backend: str
     canvas_hw: tuple
     preview: Optional[Path] = None
+    backend_choice: Optional[str] = None    # what auto picked and why
 
 
-def parse_devices(text: Union[str, Sequence[str], None]) -> Sequence[str]:
-    """``"0,1"`` -> ("0", "1"); ``"cpu,cpu"`` -> two CPU workers (with --replicate)."""
-    if text is None:
-        return ("cpu",)
-    items = [d.strip() for d in (text.split(",") if isinstance(text, str) else text)]
-    if not items or any(not d for d in items):
-        raise UserError(f"--devices {text!r}; expected a comma-separated list such as cpu, 0 or 0,1")
-    return tuple(items)
-
-
-def render_stream(model_dir: PathLike, backend: str, *, source_image: Optional[PathLike],
-                  source_keypoints: Optional[PathLike], keypoints: PathLike, output: PathLike,
-                  source_parsing: Optional[PathLike] = None,
-                  fmt: Optional[str] = None, fps: float = 15.0, audio: Optional[PathLike] = None,
-                  codec: str = "auto", options: Optional[StreamOptions] = None, follow: bool = False,
-                  follow_timeout: float = 10.0, preview: Optional[PathLike] = None, preview_every: int = 25,
-                  metrics_path: Optional[PathLike] = None, log: Callable[[str], None] = lambda message: None,
-                  progress=lambda done, total, fps: None, stdin: Optional[TextIO] = None,
-                  precision: Optional[str] = None, idle_timeout: float = 30.0) -> StreamResult:
-    options = options or StreamOptions(fps=fps)
-    options = dataclasses.replace(options, fps=fps)
+def render_stream(manifest, adapter, request: RenderRequest, *, torch_stages=None,
+                  source: Optional[FrameSource] = None, log: Callable[[str], None] = lambda message: None,
+                  progress=lambda done, total, fps: None, stdin: Optional[IO] = None) -> StreamResult:
+    """Render ``request`` with the exported model ``manifest`` (engines.select builds its engines,
+    ``torch_stages`` for the torch backends) through ``adapter`` (the family's, identity loaded).
+    ``source`` replaces the request's keypoints (e.g. poses computed by a family's own mode)."""
+    options = request.stream
     if options.batch < 1 or options.max_wait_ms < 0:
         raise UserError(f"--batch {options.batch} must be >= 1 and --max-wait-ms {options.max_wait_ms:g} >= 0")
-    if codec not in VIDEO_CODECS + ("auto",):
-        raise UserError(f"unknown video codec {codec!r}; expected auto or one of: {', '.join(VIDEO_CODECS)}")
-    codec = pick_video_codec(codec)
-    manifest = read_manifest(model_dir)
-    adapter = adapter_for(manifest, None if source_image is None else Path(source_image),
-                          None if source_keypoints is None else Path(source_keypoints),
-                          None if source_parsing is None else Path(source_parsing),
-                          warn=lambda message: log(f"poserender: warning: {message}"))
-    names: Dict[str, str] = {}
+    if request.codec not in VIDEO_CODECS + ("auto",):
+        raise UserError(f"unknown video codec {request.codec!r}; expected auto or one of: {', '.join(VIDEO_CODECS)}")
+    model_dir = Path(manifest.dir)
+    backend, why = check_request(model_dir, manifest, request.backend, request.precision)
+    devices = parse_devices(request.devices, default="0" if is_gpu(backend) else "cpu")
+    for device in dict.fromkeys(devices):
+        device_index(backend, device)
+    placement = plan_placement(manifest["stages"], devices, options.replicate)
+    max_batch = min(manifest.stage(name).max_batch for name in adapter.frame_stages)
+    options = dataclasses.replace(options, devices=devices, batch=max(1, min(options.batch, max_batch)))
+    codec = pick_video_codec(request.codec)
 
     def engine_factory(device: str, threads: Optional[int]) -> Dict[str, Engine]:
-        name, engines = stage_engines(Path(model_dir), manifest, backend, device=device, threads=threads,
-                                      precision=precision)
-        names["backend"] = name
+        _, engines = stage_engines(model_dir, manifest, backend, device=device, threads=threads,
+                                   precision=request.precision, torch_stages=torch_stages)
         return {engine.spec.name: engine for engine in engines}
 
-    max_batch = min(s["batch"]["max"] for s in manifest["stages"] if s["name"] in adapter.frame_stages)
-    options = dataclasses.replace(options, batch=max(1, min(options.batch, max_batch)))
-    sheet = None if preview is None else ContactSheet(Path(preview), preview_every)
+    sheet = None if request.preview is None else ContactSheet(Path(request.preview), request.preview_every)
     if sheet is not None:
         check_writable(sheet.path, "the preview")
-    if metrics_path is not None:
-        check_writable(metrics_path, "the metrics")
-    source = open_source(str(keypoints), adapter.open_file, fps, follow=follow, idle_seconds=follow_timeout,
-                         log=log, stdin=stdin, idle_timeout=idle_timeout)
+    if request.metrics is not None:
+        check_writable(request.metrics, "the metrics")
+    if source is None:
+        source = open_source(str(request.keypoints), adapter.open_file, options.fps, follow=request.follow,
+                             idle_seconds=request.follow_timeout, log=log, stdin=stdin,
+                             idle_timeout=request.idle_timeout)
     try:
-        sink = open_sink(output, fmt, fps=fps, audio=audio, codec=codec)
+        sink = open_sink(request.output, request.fmt, fps=options.fps, audio=request.audio, codec=codec)
         try:
             pipeline = StreamPipeline(adapter, engine_factory, source, sink, options, log=log, progress=progress,
-                                      preview=sheet)
+                                      preview=sheet, placement=placement)
             report = pipeline.run()
         except BaseException:
             sink.abort()        # a no-op once the pipeline closed it
             raise
     finally:
         source.close()
-    if metrics_path is not None:
-        write_json_atomic(metrics_path, {"model": str(model_dir), "backend": names.get("backend"),
-                                         "canvas": list(adapter.canvas_hw), "batch": options.batch,
-                                         "devices": list(options.devices), "replicate": options.replicate,
-                                         **report.to_dict()}, what="the metrics")
-    return StreamResult(report, names.get("backend", backend), tuple(adapter.canvas_hw),
-                        None if sheet is None else sheet.path)
+    if request.metrics is not None:
+        write_json_atomic(request.metrics, {"model": str(model_dir), "backend": backend,
+                                            "canvas": list(adapter.canvas_hw), "batch": options.batch,
+                                            "devices": list(options.devices), "replicate": options.replicate,
+                                            "placement": placement.to_dict(), **report.to_dict()},
+                          what="the metrics")
+    return StreamResult(report, backend, tuple(adapter.canvas_hw), None if sheet is None else sheet.path, why)

@@ -16,14 +16,12 @@ this process with ONNX Runtime, and tests pass fakes.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
 import re
-import time
-from collections import deque
+import types
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -121,23 +119,67 @@ def client_metadata(config) -> Dict[str, Any]:
     return meta
 
 
-class IdentityCapture:
-    """Stands in for the identity stage's engine in ``adapter.run_identity``: it keeps the feed
-    (the identity inputs the ensemble needs) and returns no outputs, since the server computes
-    them."""
+def identity_inputs(adapter) -> Dict[str, np.ndarray]:
+    """The identity inputs the ensemble needs with every request (the server runs the identity stage)."""
+    return adapter.identity_feed()
 
-    def __init__(self):
-        self.feed: Dict[str, np.ndarray] = {}
+
+class RemoteAdapter:
+    """The family's adapter as the pipeline sees it when the model runs on a server: no identity
+    stage here (the ensemble runs it), one per-frame stage, the ensemble, whose feed is the frame
+    batch plus the identity inputs."""
+
+    identity_stages: Tuple[str, ...] = ()
+    frame_stages = ("ensemble",)
+
+    def __init__(self, adapter):
+        self.inner, self.family, self.canvas_hw = adapter, adapter.family, adapter.canvas_hw
+        self._identity = identity_inputs(adapter)
+
+    def open_file(self, path: Path, fps: float):
+        return self.inner.open_file(path, fps)
+
+    def normalise(self, frame):
+        return self.inner.normalise(frame)
+
+    def run_identity(self, engines) -> None:
+        """Nothing to run here: the identity inputs travel with every request."""
+
+    def prepare(self, frames) -> Dict[str, np.ndarray]:
+        return {**self._identity, **self.inner.frame_feed(frames)}
+
+    def frames(self, feed: Dict[str, np.ndarray]) -> np.ndarray:
+        return feed["frames"]
+
+
+class EnsembleEngine:
+    """One request to the ensemble per batch, as the pipeline's engine of the ``ensemble`` stage:
+    the feed is checked against the ensemble's config (:func:`build_request`) before it is sent,
+    and the frames that come back against the canvas."""
+
+    backend = "triton"
+
+    def __init__(self, transport: "Transport", model: str, config, canvas: Tuple[int, int]):
+        self.transport, self.model, self.config, self.canvas = transport, model, config, canvas
+        self.spec = types.SimpleNamespace(name="ensemble")
+        self.requests = 0
+
+    def __enter__(self) -> "EnsembleEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
 
     def infer(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        self.feed = dict(feed)
-        return {}
-
-
-def identity_inputs(adapter) -> Dict[str, np.ndarray]:
-    capture = IdentityCapture()
-    adapter.run_identity({name: capture for name in adapter.identity_stages})
-    return capture.feed
+        n = len(feed["target_keypoints"])
+        frames = self.transport.infer(self.model, build_request(feed, self.config), ["frames"])["frames"]
+        self.requests += 1
+        height, width = self.canvas
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.shape != (n, height, width, 3):
+            got = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
+            raise UserError(f"Triton returned frames {got} for a request of {n}; expected uint8 ({n}, {height}, "
+                            f"{width}, 3)")
+        return {"frames": frames}
 
 
 # --- transports ---------------------------------------------------------------------------------
@@ -222,6 +264,7 @@ class ClientReport:
     sink: Any
     batch: int
     interrupted: bool = False
+    exit_code: int = 0
 
     @property
     def fps(self) -> float:
@@ -234,12 +277,15 @@ def stream_through_ensemble(transport: Transport, model: str, keypoints: Union[s
                             fps: float = 15.0, fmt: Optional[str] = None, audio: Optional[Path] = None,
                             on_bad_frame: str = "hold", max_frames: Optional[int] = None,
                             log: Callable[[str], None] = lambda s: None,
-                            progress: Callable[[int, Optional[int]], None] = lambda done, total: None) -> ClientReport:
+                            progress: Callable[[int, Optional[int], float], None] = lambda done, total, fps: None
+                            ) -> ClientReport:
     """Send ``keypoints`` through ensemble ``model`` in requests of ``batch`` frames, at most
-    ``concurrency`` in flight, and write the frames in order to ``output``. Everything the user
-    gave is opened and checked before the first request; bad frames follow ``on_bad_frame``."""
-    from ..runtime.adapters import adapter_for
-    from ..runtime.policy import BadFramePolicy, StreamCounts
+    ``concurrency`` in flight, and write the frames in order to ``output``: the streaming pipeline
+    (runtime.pipeline) with the ensemble as its one per-frame stage, one worker per request in
+    flight. Everything the user gave is opened and checked before the first request; bad frames
+    follow ``on_bad_frame``, a signal finishes the requests in flight and closes the output."""
+    from .. import families
+    from ..runtime.pipeline import StreamOptions, StreamPipeline
     from ..runtime.sinks import open_sink
     from ..runtime.sources import open_source
 
@@ -250,68 +296,26 @@ def stream_through_ensemble(transport: Transport, model: str, keypoints: Union[s
     _, outputs = contracts(config)
     if [o.name for o in outputs] != ["frames"]:
         raise UserError(f"ensemble {model!r} outputs {[o.name for o in outputs]}; expected frames")
-    adapter = adapter_for(meta, source_image, source_keypoints, source_parsing,
-                          warn=lambda message: log(f"poserender: warning: {message}"))
-    identity = identity_inputs(adapter)
-    batch = max(1, min(batch, int(meta["frame_max_batch"])))
-    source = open_source(str(keypoints), adapter.open_file, fps, log=log)
-    counts = StreamCounts()
-    policy = BadFramePolicy(adapter.normalise, on_bad_frame, counts, log, where=str(keypoints))
+    family = families.get(meta["family"])
+    given = {"source": source_image, "source_keypoints": source_keypoints, "source_parsing": source_parsing}
+    identity = family.check_identity(given, families.others(family))
+    adapter = RemoteAdapter(family.adapter(meta, identity, warn=lambda message: log(f"poserender: warning: {message}")))
     height, width = (int(v) for v in meta["canvas"])
-    started, requests, interrupted = time.perf_counter(), 0, False
+    engine = EnsembleEngine(transport, model, config, (height, width))
+    options = StreamOptions(batch=max(1, min(batch, int(meta["frame_max_batch"]))), on_bad_frame=on_bad_frame,
+                            devices=("cpu",) * concurrency, replicate=concurrency > 1, fps=fps,
+                            max_frames=max_frames)
+    source = open_source(str(keypoints), adapter.open_file, fps, log=log)
     try:
         sink = open_sink(output, fmt, fps=fps, audio=audio)
-    except BaseException:
-        source.close()
-        raise
-    in_flight: Deque[Tuple[int, concurrent.futures.Future]] = deque()
-
-    def submit(poses: List[Any]) -> None:
-        nonlocal requests
-        request = build_request({**identity, **adapter.prepare(poses)}, config)
-        in_flight.append((len(poses), pool.submit(transport.infer, model, request, ["frames"])))
-        requests += 1
-        while len(in_flight) >= concurrency:
-            collect()
-
-    def collect() -> None:
-        n, future = in_flight.popleft()
-        frames = future.result()["frames"]
-        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.shape != (n, height, width, 3):
-            got = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
-            raise UserError(f"Triton returned frames {got} for a request of {n}; expected uint8 ({n}, {height}, "
-                            f"{width}, 3)")
-        sink.write(frames)
-        counts.add(frames_out=n)
-        progress(counts.frames_out, getattr(source, "length", None))
-
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="triton-request")
-    try:
-        pending: List[Any] = []
         try:
-            for frame in source:
-                if max_frames is not None and counts.frames_in >= max_frames:
-                    break
-                for _, pose in policy.feed(frame):
-                    pending.append(pose)
-                    if len(pending) == batch:
-                        submit(pending)
-                        pending = []
-            policy.finish()
-        except KeyboardInterrupt:
-            interrupted = True
-            policy.finish(interrupted=True)
-        if pending:
-            submit(pending)
-        while in_flight:
-            collect()
-        sink.close()
-    except BaseException:
-        for _, future in in_flight:
-            future.cancel()
-        sink.abort()
-        raise
+            pipeline = StreamPipeline(adapter, lambda device, threads: {"ensemble": engine}, source, sink, options,
+                                      log=log, progress=progress)
+            report = pipeline.run()
+        except BaseException:
+            sink.abort()
+            raise
     finally:
-        pool.shutdown(wait=True)
         source.close()
-    return ClientReport(counts, requests, time.perf_counter() - started, sink, batch, interrupted)
+    return ClientReport(report.counts, engine.requests, report.seconds, report.sink, options.batch,
+                        report.interrupted, report.exit_code)

@@ -26,8 +26,6 @@ ENGINE_ALIASES = {"auto": "auto", "onnx": "onnxruntime", "plan": "tensorrt"}
 #: engines that need only the ONNX graph (the torch backend needs the training checkpoint)
 PYTHON_ENGINES = ("ort-cpu",)
 
-#: stages the ensemble runs, in order, per family; other stages are served as models of their own
-ENSEMBLE_CHAINS = {"pose2img": ("source", "frame"), "psc": ("source", "parsing", "frame")}
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64"}
 
 #: the ensemble parameter holding the metadata the client needs (family, canvas, config, chain)

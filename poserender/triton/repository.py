@@ -47,13 +47,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import __version__
 from ..engines import compat
+from .. import families
 from ..engines.placement import PER_IDENTITY, stage_runs
 from ..errors import UserError
 from ..fileio import temp_dir_beside
 from ..manifest import MANIFEST, read_manifest, sha256_file
 from ..specs import StageSpec, TensorSpec
 from . import python_backend
-from .contract import (BACKENDS, CLIENT_PARAMETER, ENSEMBLE_CHAINS, ENSEMBLE_PLATFORM, FORMAT_VERSION, METADATA,
+from .contract import (BACKENDS, CLIENT_PARAMETER, ENSEMBLE_PLATFORM, FORMAT_VERSION, METADATA,
                        ONNX_PLATFORM, PLAN_PLATFORM, PYTHON_BACKEND, PYTHON_ENGINES, TRITON_DTYPES, batchable,
                        model_names)
 from .pbtxt import Enum, to_pbtxt
@@ -112,24 +113,9 @@ def default_devices(backend: str) -> Tuple[str, ...]:
     lists no GPU, else GPU 0."""
     if backend == PYTHON_BACKEND:
         return ("cpu",)
-    from ..doctor import nvidia_smi
+    from ..engines.machine import nvidia_smi
 
     return ("0",) if nvidia_smi()["gpus"] else ("cpu",)
-
-
-def parse_devices(text: str) -> Tuple[str, ...]:
-    """``--devices``: ``cpu`` (``cpu,cpu`` = two CPU instances) or GPU indices ``0,1`` (``0,0`` =
-    two instances on GPU 0). GPUs are those of the machine that runs Triton, so they are not
-    looked up here."""
-    parts = [p.strip().lower() for p in str(text).split(",")]
-    if not text or any(not p for p in parts):
-        raise UserError(f"--devices {text!r}: expected cpu, or comma-separated GPU indices such as 0 or 0,1")
-    if all(p == "cpu" for p in parts):
-        return tuple(parts)
-    if all(p.isdigit() for p in parts):
-        return tuple(str(int(p)) for p in parts)
-    raise UserError(f"--devices {text!r}: expected cpu (cpu,cpu for two instances) or GPU indices such as 0,1; "
-                    "CPU and GPU cannot be mixed in one list")
 
 
 # --- per-stage configs ------------------------------------------------------------------------
@@ -314,12 +300,12 @@ def generate_repository(model_dir: Union[str, Path], out_dir: Union[str, Path], 
     options.check()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     manifest = read_manifest(model_dir)
-    family = manifest.get("family", "pose2img")
-    if family not in ENSEMBLE_CHAINS:
-        raise UserError(f"model family {family!r} has no Triton ensemble; expected one of "
-                        f"{', '.join(ENSEMBLE_CHAINS)}", model_dir / MANIFEST)
+    # the ensemble runs the family's identity stages, then its per-frame stages; others (PSC's interp)
+    # are served as models of their own
+    family_spec = families.of(manifest)
+    family = family_spec.name
     entries = {s["name"]: s for s in manifest["stages"]}
-    chain = ENSEMBLE_CHAINS[family]
+    chain = family_spec.stage_names
     missing = [s for s in chain if s not in entries]
     if missing:
         raise UserError(f"manifest has no stage {', '.join(map(repr, missing))}; a {family} export has stages "

@@ -149,7 +149,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def gpus_visible() -> bool:
-    from ..doctor import nvidia_smi
+    from ..engines.machine import nvidia_smi
 
     return bool(nvidia_smi()["gpus"])
 

@@ -16,7 +16,8 @@ from poserender.engines import ort_engine
 from poserender.engines.compat import version_tuple
 from poserender.engines.trt_engine import check_io
 from poserender.errors import UserError
-from poserender.specs import StageSpec, TensorSpec, pose2img_stage_specs
+from poserender.families.pose2img import stage_specs as pose2img_stage_specs
+from poserender.specs import StageSpec, TensorSpec
 
 TRT = types.SimpleNamespace(TensorIOMode=types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"))
 SPEC = StageSpec("frame", (TensorSpec("x", "float32", ("batch", 4)), TensorSpec("k", "float32", (1, 4))),

@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
+from poserender import families  # noqa: E402
 from poserender.doctor import backend_availability
-from poserender.engines import ort_engine, select, torch_engine
+from poserender.engines import ort_engine, registry, select, torch_engine
 from poserender.errors import UserError
 from poserender.export.verify import compare_outputs
 from poserender.specs import StageSpec
@@ -33,10 +34,10 @@ def manifest_of(model_dir):
 
 def feeds(model_dir):
     """Verification inputs of both stages (frame fed from the torch source stage)."""
-    from poserender.export.trt_build import stage_feeds
+    from poserender.export.verify import stage_feeds
 
     manifest = manifest_of(model_dir)
-    _, engines = select.stage_engines(model_dir, manifest, "torch")
+    _, engines = select.stage_engines(model_dir, manifest, "torch", torch_stages=families.of(manifest).torch_stage)
     with engines[0] as source:
         source_feed = stage_feeds(manifest, 0, {})
         frame_feed = stage_feeds(manifest, 1, source.infer(source_feed))
@@ -76,7 +77,7 @@ def test_asking_for_a_missing_provider_lists_the_available_ones(tiny_model, stag
 
 
 def test_tensorrt_provider_options_carry_caches_precision_and_profile(tmp_path):
-    from poserender.specs import pose2img_stage_specs
+    from poserender.families.pose2img import stage_specs as pose2img_stage_specs
 
     _, frame = pose2img_stage_specs(64, 64)
     providers = ort_engine.tensorrt_providers(1, tmp_path, "fp16", frame)
@@ -95,11 +96,11 @@ def test_cpu_backends_refuse_a_gpu_device_and_reduced_precision(tiny_model):
     manifest = manifest_of(tiny_model)
     with pytest.raises(UserError, match="needs a GPU backend"):
         select.stage_engines(tiny_model, manifest, "ort-cpu", device="0")
-    with pytest.raises(UserError, match="--precision fp16 needs a GPU backend"):
+    with pytest.raises(UserError, match="backend torch runs fp32; --precision fp16 needs one of torch-cuda, ort-trt, trt"):
         select.stage_engines(tiny_model, manifest, "torch", precision="fp16")
 
 
-@pytest.mark.parametrize("backend", select.GPU_BACKENDS)
+@pytest.mark.parametrize("backend", registry.gpu_names())
 def test_unusable_gpu_backend_says_why(backend):
     usable, reason = _AVAILABLE[backend]
     if usable:
@@ -113,7 +114,7 @@ def test_reduced_precision_casts_only_the_unet_and_stays_close(tiny_model, stage
     """bf16 on the CPU exercises the same trunk casting the CUDA engine uses."""
     manifest, _, frame_feed = stage_feeds_tiny
     spec = StageSpec.from_dict(manifest["stages"][1])
-    loader = select._torch_stage_loader(manifest, "frame")
+    loader = lambda: families.of(manifest).torch_stage(manifest, "frame")  # noqa: E731
     with torch_engine.TorchEngine(spec, loader) as fp32, torch_engine.TorchEngine(spec, loader, precision="bf16") as bf16:
         ref, got = fp32.infer(frame_feed), bf16.infer(frame_feed)
         import torch
@@ -135,7 +136,7 @@ def test_reduced_precision_casts_only_the_unet_and_stays_close(tiny_model, stage
 def test_torch_cuda_matches_cpu(tiny_model, stage_feeds_tiny, precision, min_psnr):
     manifest, _, frame_feed = stage_feeds_tiny
     spec = StageSpec.from_dict(manifest["stages"][1])
-    loader = select._torch_stage_loader(manifest, "frame")
+    loader = lambda: families.of(manifest).torch_stage(manifest, "frame")  # noqa: E731
     with torch_engine.TorchEngine(spec, loader) as cpu, \
             torch_engine.TorchEngine(spec, loader, device="cuda:0", precision=precision) as gpu:
         report = compare_outputs(cpu.infer(frame_feed), gpu.infer(frame_feed))["frames"]
@@ -147,7 +148,7 @@ def test_torch_cuda_matches_cpu(tiny_model, stage_feeds_tiny, precision, min_psn
 def test_torch_cuda_graph_replay_equals_eager(tiny_model, stage_feeds_tiny):
     manifest, _, frame_feed = stage_feeds_tiny
     spec = StageSpec.from_dict(manifest["stages"][1])
-    loader = select._torch_stage_loader(manifest, "frame")
+    loader = lambda: families.of(manifest).torch_stage(manifest, "frame")  # noqa: E731
     with torch_engine.TorchEngine(spec, loader, device="cuda:0") as eager, \
             torch_engine.TorchEngine(spec, loader, device="cuda:0", cuda_graphs=True) as graphed:
         expected = eager.infer(frame_feed)["frames"]

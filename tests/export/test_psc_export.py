@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from poserender import families
 from poserender.cli import main
 from poserender.errors import UserError
 
@@ -65,14 +66,14 @@ def test_every_psc_graph_passes_the_tensorrt_readiness_check(psc_export):
 def test_every_graph_runs_any_batch_on_ort_like_torch(psc_export, psc_checkpoint):
     """Batch 3 (not the exported 1 nor the verified 2) through ORT and through the torch engine."""
     from poserender.engines.select import stage_engines
-    from poserender.export.psc_export import verification_feeds
+    from poserender.families.psc import verification_feeds
     from poserender.manifest import read_manifest
 
     manifest = read_manifest(psc_export)
     feeds = verification_feeds(SIZE, SIZE, seed=3)
     results, shared_labels = {}, None
     for backend in ("ort-cpu", "torch"):
-        _, engines = stage_engines(psc_export, manifest, backend)
+        _, engines = stage_engines(psc_export, manifest, backend, torch_stages=families.of(manifest).torch_stage)
         stage = {e.spec.name: e.activate() for e in engines}
         source = stage["source"].infer(feeds["source"])
         kp = np.concatenate([feeds["parsing"]["target_keypoints"]] * 2)[:3]
@@ -97,24 +98,26 @@ def test_every_graph_runs_any_batch_on_ort_like_torch(psc_export, psc_checkpoint
 
 
 def test_option_errors_write_nothing(tmp_path, psc_checkpoint):
-    from poserender.export.psc_export import export_psc
+    from poserender import families
+    from poserender.export.exporter import export_checkpoint
 
     runner = CliRunner()
     result = runner.invoke(main, ["export", str(psc_checkpoint), "--config", "x.yaml", "-o", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "Pose2Img options" in result.output
+    assert result.exit_code == 2 and "--config apply to pose2img models; this is a psc model" in result.output
     result = runner.invoke(main, ["export", str(tmp_path), "-o", str(tmp_path / "y")])
-    assert result.exit_code == 2 and "is a folder; expected a Pose2Img checkpoint file, or a PSC folder" in result.output
+    assert result.exit_code == 2 and "expected a Pose2Img .pth file or a PSC folder" in result.output
     result = runner.invoke(main, ["export", str(psc_checkpoint), "--size", "70", "-o", str(tmp_path / "z")])
     assert result.exit_code == 2 and "multiples of 16" in result.output and not (tmp_path / "z").exists()
     with pytest.raises(UserError, match="--aa-norm 'train'"):
-        export_psc(psc_checkpoint, tmp_path / "w", aa_norm="train")
+        export_checkpoint(families.get("psc"), psc_checkpoint, tmp_path / "w", {"aa_norm": "train"})
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
 def test_eval_mode_export(tmp_path, psc_checkpoint):
-    from poserender.export.psc_export import export_psc
+    from poserender import families
+    from poserender.export.exporter import export_checkpoint
 
-    manifest = export_psc(psc_checkpoint, tmp_path / "eval", aa_norm="eval", height=SIZE, width=SIZE)
+    manifest = export_checkpoint(families.get("psc"), psc_checkpoint, tmp_path / "eval", {"aa_norm": "eval", "size": SIZE})
     assert manifest["bn_stats"] == "running" and manifest["config"]["aa_norm"] == "eval"
     assert manifest["stages"][2]["verification"]["labels"]["changed"] == 0   # no chaos in eval mode

@@ -16,7 +16,10 @@ from poserender.cli import main
 from poserender.engines import select
 from poserender.errors import UserError
 from poserender.export.quality import QualityGate
-from poserender.export.quantize import CalibrationData, add_int8, quantization_plan, split_frames
+from poserender import families
+from poserender.export.calibration import CalibrationData, calibration_data, split_frames
+from poserender.export.int8 import add_int8, add_int8_targets
+from poserender.export.quantize import quantization_plan
 from poserender.keypoints.template import gesture_sequence, template_pose
 from poserender.manifest import read_manifest
 
@@ -135,11 +138,13 @@ def test_auto_method_keeps_the_best_measured_psnr(int8_model, tmp_path):
     model = tmp_path / "copy"
     shutil.copytree(int8_model[0], model)
     int8_graph = shutil.copy(model / "frame.int8.onnx", tmp_path / "int8.onnx")   # add_int8 replaces the model's
-    data = CalibrationData({"source_image": np.zeros((1, 3, 64, 64), np.float32),
-                            "source_keypoints": template_pose(64, 64)[None].astype(np.float32),
-                            "source_valid": np.ones((1, 122), np.float32)},
-                           gesture_sequence(20, 64, 64, seed=9).astype(np.float32), np.ones((20, 122), np.float32),
-                           {"note": "test"})
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((64, 64, 3), 128, np.uint8))
+    np.save(tmp_path / "source.npy", template_pose(64, 64))
+    manifest = read_manifest(model)
+    adapter = families.of(manifest).adapter(manifest, {"source": tmp_path / "grey.png",
+                                                       "source_keypoints": tmp_path / "source.npy"})
+    data = CalibrationData(adapter, [(pose.astype(np.float32), np.ones(122, np.float32))
+                                     for pose in gesture_sequence(20, 64, 64, seed=9)], {"note": "test"})
     calls = []
 
     def stand_in(fp32_path, out_path, plan, feeds, method, per_channel=False, target="ort", calibration_cache=None):
@@ -196,7 +201,7 @@ def test_engines_pick_the_int8_graphs_only_where_they_run(int8_model, fp32_only)
         select.stage_engines(fp32_only, read_manifest(fp32_only), "ort-cpu", precision="int8")
     with pytest.raises(UserError, match="on ort-cpu; backend torch cannot"):
         select.stage_engines(out, manifest, "torch", precision="int8")
-    with pytest.raises(UserError, match="--precision fp16 needs a GPU backend"):
+    with pytest.raises(UserError, match="backend ort-cpu runs fp32, int8; --precision fp16 needs one of torch-cuda"):
         select.stage_engines(out, manifest, "ort-cpu", precision="fp16")
 
 
@@ -226,21 +231,22 @@ def test_render_precision_int8(int8_model, fp32_only, calibration_files, tmp_pat
 
 
 def test_an_export_is_reused_only_when_current(int8_model, tiny_checkpoint, tmp_path):
+    """Reused when the folder holds an export of the same family, checkpoint content, export options
+    and poserender version (the manifest's export_key), never otherwise."""
     from poserender.commands.export import _current_export
-    from poserender.config import Pose2ImgConfig
 
     out, _ = int8_model
     manifest = read_manifest(out)
-    config = Pose2ImgConfig.from_dict(manifest["config"])
-    assert _current_export(out, tiny_checkpoint, None, None)["checkpoint"] == manifest["checkpoint"]
-    assert _current_export(out, tiny_checkpoint, config, manifest["warp_mode"]) is not None
+    pose2img = families.get("pose2img")
+    assert _current_export(out, pose2img, tiny_checkpoint, {})["checkpoint"] == manifest["checkpoint"]
     other_mode = "legacy" if manifest["warp_mode"] == "exact" else "exact"
-    assert _current_export(out, tiny_checkpoint, None, other_mode) is None
-    assert _current_export(out, tiny_checkpoint, config.with_scale(2.0), None) is None
+    assert _current_export(out, pose2img, tiny_checkpoint, {"warp_mode": other_mode}) is None
+    assert _current_export(out, pose2img, tiny_checkpoint, {"scale": 2.0}) is None
+    assert _current_export(out, families.get("psc"), tiny_checkpoint, {}) is None
     changed = tmp_path / "other.pth"
     changed.write_bytes(tiny_checkpoint.read_bytes() + b"\0")
-    assert _current_export(out, changed, None, None) is None
-    assert _current_export(tmp_path / "nothing", tiny_checkpoint, None, None) is None
+    assert _current_export(out, pose2img, changed, {}) is None
+    assert _current_export(tmp_path / "nothing", pose2img, tiny_checkpoint, {}) is None
 
 
 # -- PSC: CT-Net's frame stage, InstanceNorm kept FP32 -------------------------------------------
@@ -305,7 +311,6 @@ def test_psc_int8_export_keeps_instance_norm_fp32(psc_int8_model):
 
 
 def test_psc_gate_failure_is_refused_with_the_numbers(psc_int8_model, psc_files, tmp_path):
-    from poserender.commands.export import psc_calibration_data
 
     model = tmp_path / "fp32"
     shutil.copytree(psc_int8_model[0], model, ignore=shutil.ignore_patterns("*.int8.onnx"))
@@ -313,8 +318,8 @@ def test_psc_gate_failure_is_refused_with_the_numbers(psc_int8_model, psc_files,
     del manifest["int8"]
     (model / "manifest.json").write_text(json.dumps(manifest))
     before = {p.name: p.read_bytes() for p in model.iterdir()}
-    data = psc_calibration_data(read_manifest(model), psc_files / "poses", psc_files / "I0.jpg",
-                                psc_files / "S0.png")
+    data = calibration_data(families.get("psc"), read_manifest(model), psc_files / "poses",
+                            {"source": psc_files / "I0.jpg", "source_parsing": psc_files / "S0.png"})
     with pytest.raises(UserError) as info:
         add_int8(model, data, "minmax", frames=8, gate_frames=4, gate=QualityGate(200.0))
     message = str(info.value)
@@ -327,7 +332,7 @@ def test_psc_gate_failure_is_refused_with_the_numbers(psc_int8_model, psc_files,
 def test_psc_int8_options_are_checked_first(psc_files, tmp_path):
     line = one_error_line(run("export", psc_files / "ckpt", "-o", tmp_path / "a", "--precision", "int8",
                               "--calibrate", psc_files / "poses", "--source", psc_files / "I0.jpg"))
-    assert "--source-parsing S0.png; missing --source-parsing" in line
+    assert "--source-parsing (S0 label PNG); missing --source-parsing" in line
     line = one_error_line(run("export", psc_files / "ckpt", "-o", tmp_path / "b", *PSC_INT8, *psc_args(psc_files),
                               "--source-keypoints", psc_files / "I0.jpg"))
     assert "--source-keypoints is for pose2img models" in line
@@ -401,16 +406,14 @@ def test_both_calibrates_once_and_a_failed_gate_writes_neither(fp32_only, calibr
     """One calibration run serves both graphs; when the gate refuses, nothing is written."""
     import importlib
 
-    from poserender.commands.export import calibration_data
-    from poserender.config import Pose2ImgConfig
-    from poserender.export.quantize import add_int8_targets, calibration_cache_supported
+    from poserender.export.quantize import calibration_cache_supported
 
     if not calibration_cache_supported():
         pytest.skip("this onnxruntime's quantize_static has no calibration_cache_path: both calibrates twice")
     before = {p.name: p.read_bytes() for p in fp32_only.iterdir()}
-    data = calibration_data(Pose2ImgConfig.from_dict(read_manifest(fp32_only)["config"]),
-                            calibration_files / "targets.npy", calibration_files / "source.png",
-                            calibration_files / "source.npy")
+    data = calibration_data(families.get("pose2img"), read_manifest(fp32_only), calibration_files / "targets.npy",
+                            {"source": calibration_files / "source.png",
+                             "source_keypoints": calibration_files / "source.npy"})
     ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")   # the module, not the function
     calibrators = []
     real = ort_quantize.create_calibrator
@@ -432,14 +435,12 @@ def test_a_graph_breaking_tensorrt_rules_is_refused(fp32_only, int8_model, calib
     """If the quantizer ever wrote asymmetric Q/DQ for the trt target, the export refuses it
     (stood in for by the ORT graph, uint8 activations) and writes nothing."""
     import poserender.export.quantize as quantize
-    from poserender.commands.export import calibration_data
-    from poserender.config import Pose2ImgConfig
 
     ort_graph = shutil.copy(int8_model[0] / "frame.int8.onnx", tmp_path / "asymmetric.onnx")
     before = {p.name: p.read_bytes() for p in fp32_only.iterdir()}
-    data = calibration_data(Pose2ImgConfig.from_dict(read_manifest(fp32_only)["config"]),
-                            calibration_files / "targets.npy", calibration_files / "source.png",
-                            calibration_files / "source.npy")
+    data = calibration_data(families.get("pose2img"), read_manifest(fp32_only), calibration_files / "targets.npy",
+                            {"source": calibration_files / "source.png",
+                             "source_keypoints": calibration_files / "source.npy"})
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(quantize, "quantize_graph", lambda fp32, out, *a, **k: shutil.copy(ort_graph, out))
         with pytest.raises(UserError, match=r"frame.int8.trt.onnx: TensorRT INT8 Q/DQ rules \d+ error\(s\).*"
@@ -455,14 +456,13 @@ def test_int8_target_needs_precision_int8(tmp_path, tiny_checkpoint):
 
 
 def test_psc_tensorrt_target_keeps_instance_norm_fp32(psc_int8_model, psc_files, tmp_path):
-    from poserender.commands.export import psc_calibration_data
     from poserender.export.qdq_check import check_qdq
-    from poserender.export.quantize import add_int8_targets
 
     model = tmp_path / "psc"
     shutil.copytree(psc_int8_model[0], model)
     before = (model / "frame.int8.onnx").read_bytes()
-    data = psc_calibration_data(read_manifest(model), psc_files / "poses", psc_files / "I0.jpg", psc_files / "S0.png")
+    data = calibration_data(families.get("psc"), read_manifest(model), psc_files / "poses",
+                            {"source": psc_files / "I0.jpg", "source_parsing": psc_files / "S0.png"})
     entry = add_int8_targets(model, data, "minmax", frames=8, gate_frames=4, gate=QualityGate(25.0),
                              target="trt")["trt"]
     assert (model / "frame.int8.onnx").read_bytes() == before                # the ORT graph is left as it was

@@ -14,7 +14,7 @@ from click.testing import CliRunner  # noqa: E402
 from poserender.cli import main  # noqa: E402
 from poserender.errors import UserError  # noqa: E402
 from poserender.export import trt_build  # noqa: E402
-from poserender.specs import pose2img_stage_specs  # noqa: E402
+from poserender.families.pose2img import stage_specs as pose2img_stage_specs  # noqa: E402
 
 try:
     import tensorrt  # noqa: F401

@@ -11,10 +11,10 @@ pytest.importorskip("onnxruntime")
 from onnx.external_data_helper import uses_external_data  # noqa: E402
 
 from poserender.export.onnx_export import export_stage  # noqa: E402
-from poserender.export.stages import pose2img_stages  # noqa: E402
+from poserender.families.pose2img import stage_specs  # noqa: E402
 from poserender.export.verify import compare_outputs, passes, run_onnx, run_torch  # noqa: E402
 from poserender.keypoints.template import gesture_sequence, template_pose  # noqa: E402
-from poserender.models.pose2img import Pose2ImgGeometry  # noqa: E402
+from poserender.models.pose2img import FrameStage, Pose2ImgGeometry, SourceStage  # noqa: E402
 
 H = W = 64
 
@@ -34,7 +34,9 @@ def exported(request, tmp_path_factory, make_small_generator, default_config, sm
     out = tmp_path_factory.mktemp(f"onnx_{request.param}")
     geometry = Pose2ImgGeometry(H, W, tuple(default_config.kp_var_root), tuple(default_config.mask_sigma_perp),
                                 request.param)
-    (source_spec, source), (frame_spec, frame) = pose2img_stages(make_small_generator(width=8, seed=21), geometry)
+    generator = make_small_generator(width=8, seed=21).eval()
+    source_spec, frame_spec = stage_specs(H, W)
+    source, frame = SourceStage(generator, geometry).eval(), FrameStage(generator, geometry).eval()
     source_feed = {"source_image": smooth_image(1, H, W, seed=2),
                    "source_keypoints": template_pose(H, W).astype(np.float32)[None],
                    "source_valid": np.ones((1, 122), np.float32)}

@@ -293,14 +293,15 @@ def model_copy(tiny_model, tmp_path):
 
 
 def test_a_replaced_stage_file_is_refused(tiny_inputs, model_copy, tmp_path, tiny_checkpoint):
-    from poserender.export.pose2img_export import export_checkpoint
+    from poserender import families
+    from poserender.export.exporter import export_checkpoint
     from poserender.models.checkpoint import load_generator, save_checkpoint
 
     generator, meta = load_generator(tiny_checkpoint)
     for p in generator.parameters():                   # another model with the same shapes
         p.data.mul_(0.5)
     save_checkpoint(tmp_path / "other.pth", generator, meta)
-    export_checkpoint(tmp_path / "other.pth", None, tmp_path / "other")
+    export_checkpoint(families.get("pose2img"), tmp_path / "other.pth", tmp_path / "other", {})
     (model_copy / "frame.onnx").write_bytes((tmp_path / "other" / "frame.onnx").read_bytes())
     result = run(*render_args(tiny_inputs, model_copy, tiny_inputs / "targets.npy", tmp_path / "o.mp4"))
     assert result.exit_code == 2

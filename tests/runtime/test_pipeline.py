@@ -17,11 +17,11 @@ import pytest
 from poserender.config import Pose2ImgConfig
 from poserender.errors import UserError
 from poserender.keypoints.template import gesture_sequence, template_pose
-from poserender.runtime.adapters import Pose2ImgAdapter
-from poserender.runtime.pipeline import StageError, StreamOptions, StreamPipeline, plan_workers
+from poserender.families.pose2img import Pose2ImgAdapter
+from poserender.runtime.pipeline import StageError, StreamOptions, StreamPipeline
 from poserender.runtime.sinks import FrameSink, SinkSummary, open_sink
 from poserender.runtime.sources import ArraySource, Frame, FrameSource, JsonLinesSource
-from poserender.specs import pose2img_stage_specs
+from poserender.families.pose2img import stage_specs as pose2img_stage_specs
 
 SIZE = 32
 CONFIG = Pose2ImgConfig(img_h=SIZE, img_w=SIZE, scale=1.0)
@@ -133,14 +133,6 @@ def test_frames_come_out_in_order_after_replicated_workers(adapter):
     assert all(e.calls > 0 for e in frame_engines), "every replicated worker got batches"
     assert len({e.activated_in for e in frame_engines}) == 3, "each worker activates its own engine"
     assert {threads for _, threads, _ in built[1:]} == {max(1, (os.cpu_count() or 1) // 3)}
-
-
-def test_placement():
-    class Two:
-        identity_stages, frame_stages = ("source",), ("frame",)
-    assert plan_workers(Two, ["0", "1"], False) == ("0", {"frame": ["1"]})
-    assert plan_workers(Two, ["0", "1"], True) == ("0", {"frame": ["0", "1"]})
-    assert plan_workers(Two, ["cpu"], False) == ("cpu", {"frame": ["cpu"]})
 
 
 def test_gpu_device_with_cpu_backend_is_one_user_error(adapter):

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from poserender.cli import main
 from poserender.keypoints.coco18 import template_pose, write_psc_csv
-from poserender.runtime.psc_render import parsing_image
+from poserender.families.psc_modes import parsing_image
 
 SIZE = 64
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -26,10 +26,11 @@ def _run(*args):
 @pytest.fixture(scope="module")
 def tiny_psc(tmp_path_factory, tiny_psc_builders):
     """A 64 x 64 export of random-weight nets, and a reference-layout folder with two samples."""
-    from poserender.export.psc_export import export_psc
+    from poserender import families
+    from poserender.export.exporter import export_checkpoint
 
     root = tmp_path_factory.mktemp("psc")
-    export_psc(tiny_psc_builders.checkpoint(7), root / "art", height=SIZE, width=SIZE)
+    export_checkpoint(families.get("psc"), tiny_psc_builders.checkpoint(7), root / "art", {"size": SIZE})
     data = root / "data"
     for sub in ("I0", "S0", "P0", "P1"):
         (data / sub).mkdir(parents=True)
@@ -181,7 +182,8 @@ def _direct_frames(art: Path, image: Path, parsing: Path, xy: np.ndarray, valid:
     parsing -> frame per batch."""
     from poserender.engines.select import stage_engines
     from poserender.manifest import read_manifest
-    from poserender.runtime.psc_render import PSCModel, load_psc_image, load_psc_parsing
+    from poserender.families.psc import load_psc_image, load_psc_parsing
+    from poserender.families.psc_modes import PSCModel
 
     manifest = read_manifest(art)
     _, engines = stage_engines(art, manifest, "ort-cpu")

@@ -10,11 +10,12 @@ SIZE = 64
 @pytest.fixture(scope="session")
 def psc_export(tmp_path_factory, tiny_psc_builders):
     """A 64 x 64 PSC export of random-weight nets, an I0 image, an S0 parsing and 5 csv poses."""
-    from poserender.export.psc_export import export_psc
+    from poserender import families
+    from poserender.export.exporter import export_checkpoint
     from poserender.keypoints.coco18 import template_pose, write_psc_csv
 
     root = tmp_path_factory.mktemp("triton_psc")
-    export_psc(tiny_psc_builders.checkpoint(11), root / "art", height=SIZE, width=SIZE)
+    export_checkpoint(families.get("psc"), tiny_psc_builders.checkpoint(11), root / "art", {"size": SIZE})
     tiny_psc_builders.identity(root / "i0.png", root / "s0.png", SIZE)
     poses = root / "poses"
     poses.mkdir()

@@ -29,11 +29,12 @@ def frames_of(folder: Path) -> np.ndarray:
 
 
 def pose2img_adapter(repo, tiny_inputs):
-    from poserender.runtime.adapters import adapter_for
+    from poserender import families
     from poserender.runtime.sources import Frame
 
     config = load_config(repo / "pose2img" / "config.pbtxt")
-    adapter = adapter_for(client_metadata(config), tiny_inputs / "source.png", tiny_inputs / "source.npy")
+    adapter = families.get("pose2img").adapter(client_metadata(config), {"source": tiny_inputs / "source.png",
+                                                                        "source_keypoints": tiny_inputs / "source.npy"})
     targets = np.load(tiny_inputs / "targets.npy")                         # (6, 122, 2) image pixels
     poses = [adapter.normalise(Frame(i, 0.0, t.astype(np.float64), np.ones(122, bool))) for i, t in enumerate(targets)]
     return config, adapter, poses
@@ -42,12 +43,12 @@ def pose2img_adapter(repo, tiny_inputs):
 def test_requests_from_the_adapters_fit_the_ensembles(pose2img_repo, psc_repo, tiny_inputs, psc_export):
     """The identity inputs and a batch of frames, as the runtime's adapters prepare them, are
     exactly the ensemble's inputs: names, dtypes and shapes."""
-    from poserender.runtime.adapters import adapter_for
+    from poserender import families
     from poserender.runtime.sources import Frame
     from poserender.keypoints.coco18 import template_pose
 
     config, adapter, poses = pose2img_adapter(pose2img_repo, tiny_inputs)
-    request = build_request({**identity_inputs(adapter), **adapter.prepare(poses[:3])}, config)
+    request = build_request({**identity_inputs(adapter), **adapter.frame_feed(poses[:3])}, config)
     inputs, _ = contracts(config)
     assert [n for n, _ in request] == [c.name for c in inputs]
     shapes = {n: a.shape for n, a in request}
@@ -56,10 +57,11 @@ def test_requests_from_the_adapters_fit_the_ensembles(pose2img_repo, psc_repo, t
     assert all(a.dtype == np.float32 for _, a in request)
 
     psc_config = load_config(psc_repo / "psc" / "config.pbtxt")
-    psc = adapter_for(client_metadata(psc_config), psc_export / "i0.png", None, psc_export / "s0.png")
+    psc = families.get("psc").adapter(client_metadata(psc_config), {"source": psc_export / "i0.png",
+                                                                   "source_parsing": psc_export / "s0.png"})
     pose = template_pose(SIZE, SIZE)
     batch = [psc.normalise(Frame(i, 0.0, pose + i, np.ones(18, bool))) for i in range(2)]
-    request = dict(build_request({**identity_inputs(psc), **psc.prepare(batch)}, psc_config))
+    request = dict(build_request({**identity_inputs(psc), **psc.frame_feed(batch)}, psc_config))
     assert {n: (a.dtype, a.shape) for n, a in request.items()} == {
         "source_image": (np.float32, (1, 3, SIZE, SIZE)), "source_labels": (np.uint8, (1, SIZE, SIZE)),
         "target_keypoints": (np.float32, (2, 18, 2)), "target_valid": (np.float32, (2, 18))}
@@ -67,7 +69,7 @@ def test_requests_from_the_adapters_fit_the_ensembles(pose2img_repo, psc_repo, t
 
 def test_request_building_refuses_what_the_server_would(pose2img_repo, tiny_inputs):
     config, adapter, poses = pose2img_adapter(pose2img_repo, tiny_inputs)
-    good = {**identity_inputs(adapter), **adapter.prepare(poses[:2])}
+    good = {**identity_inputs(adapter), **adapter.frame_feed(poses[:2])}
     cases = [({**good, "target_keypoints": good["target_keypoints"].astype(np.float64)}, "is float64"),
              ({**good, "target_keypoints": good["target_keypoints"][:, :121]}, "expected ['any', 122, 2]"),
              ({**good, "source_image": np.concatenate([good["source_image"]] * 2)}, "'source_image' shape (2, 3"),
@@ -173,7 +175,7 @@ def test_grpc_layer_with_a_fake_tritonclient(pose2img_repo, tiny_inputs):
     from tritonclient.utils import InferenceServerException
 
     config, adapter, poses = pose2img_adapter(pose2img_repo, tiny_inputs)
-    request = build_request({**identity_inputs(adapter), **adapter.prepare(poses[:2])}, config)
+    request = build_request({**identity_inputs(adapter), **adapter.frame_feed(poses[:2])}, config)
     items = grpc_inputs(grpcclient, request)
     assert [(i.name(), i.shape(), i.datatype()) for i in items] == [
         (n, list(a.shape), "FP32") for n, a in request]
@@ -213,7 +215,7 @@ def test_grpc_layer_with_a_fake_tritonclient(pose2img_repo, tiny_inputs):
     (["--url", "localhost"], "expected HOST:PORT"),
     (["--batch", "0", "--local", "REPO"], "--batch 0"),
     (["--model", "pose2img_frame", "--local", "REPO"], "must name the ensemble"),
-    (["--source-parsing", "SRC", "--local", "REPO"], "--source-parsing is for PSC models"),
+    (["--source-parsing", "SRC", "--local", "REPO"], "--source-parsing is for psc models"),
 ])
 def test_client_bad_input_is_one_line(pose2img_repo, tiny_inputs, tmp_path, args, message):
     args = [str(pose2img_repo) if a == "REPO" else str(tiny_inputs / "source.png") if a == "SRC" else a for a in args]
@@ -230,7 +232,7 @@ def test_an_empty_output_from_the_server_is_an_error_not_frames(pose2img_repo, t
     from tritonclient.grpc import InferResult, service_pb2
 
     config, adapter, poses = pose2img_adapter(pose2img_repo, tiny_inputs)
-    request = build_request({**identity_inputs(adapter), **adapter.prepare(poses[:2])}, config)
+    request = build_request({**identity_inputs(adapter), **adapter.frame_feed(poses[:2])}, config)
     response = service_pb2.ModelInferResponse(model_name="pose2img")
     output = response.outputs.add(name="frames", datatype="UINT8")
     output.shape.extend([2, SIZE, SIZE, 3])

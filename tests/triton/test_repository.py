@@ -188,7 +188,7 @@ def test_stale_or_missing_plans(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--devices", "0,cpu"], "CPU and GPU cannot be mixed"),
+    (["--devices", "0,cpu"], "the CPU and GPUs cannot be mixed"),
     (["--devices", "gpu0"], "expected cpu"),
     (["--devices", ""], "expected cpu"),
     (["--preferred-batch", "9"], "--preferred-batch 9; expected 1 to --max-batch (8)"),
@@ -233,16 +233,16 @@ def test_bad_model_folders(tiny_model, tmp_path):
 def test_devices_follow_the_machine(tiny_model, tmp_path, monkeypatch):
     """Without --devices: KIND_CPU where nvidia-smi lists no GPU, GPU 0 where it lists one, and
     always the CPU for --backend python."""
-    import poserender.doctor
+    import poserender.engines.machine as machine
 
     def groups(out):
         return {name: [(g.count, kind_name(g.kind), list(g.gpus)) for g in c.instance_group]
                 for name, c in configs(out).items() if c.platform != "ensemble"}
 
-    monkeypatch.setattr(poserender.doctor, "nvidia_smi", lambda: {"gpus": [], "error": "nvidia-smi not found"})
+    monkeypatch.setattr(machine, "nvidia_smi", lambda: {"gpus": [], "error": "nvidia-smi not found"})
     assert run("triton", tiny_model, "-o", tmp_path / "cpu").exit_code == 0
     assert set(map(str, groups(tmp_path / "cpu").values())) == {"[(1, 'KIND_CPU', [])]"}
-    monkeypatch.setattr(poserender.doctor, "nvidia_smi", lambda: {"gpus": [{"name": "NVIDIA H100"}], "error": None})
+    monkeypatch.setattr(machine, "nvidia_smi", lambda: {"gpus": [{"name": "NVIDIA H100"}], "error": None})
     assert run("triton", tiny_model, "-o", tmp_path / "gpu").exit_code == 0
     assert set(map(str, groups(tmp_path / "gpu").values())) == {"[(1, 'KIND_GPU', [0])]"}
     assert run("triton", tiny_model, "-o", tmp_path / "py", "--backend", "python").exit_code == 0

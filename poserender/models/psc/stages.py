@@ -12,20 +12,17 @@ joint2transfer on P1's own maps), so interp output and raw poses take the same p
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Dict, Tuple
 
 import torch
 from torch import nn
 
-from ...specs import StageSpec, TensorSpec
 from .aa_net import AANet
 from .ct_net import SOURCE_FEATURES, CTNet
 from .ops import SIGMA, PoseHeatmaps, argmax_labels, extract_peaks, one_hot, to_uint8_bgr
 from .pm_net import PMNet
 
-JOINTS = 18
 CLASSES = 7
-STAGE_NAMES = ("source", "interp", "parsing", "frame")
 
 
 class SourceStage(nn.Module):
@@ -88,46 +85,9 @@ class FrameStage(nn.Module):
         return to_uint8_bgr(self.ct_net.decode(source, one_hot(target_labels, self.classes))["image"])
 
 
-def psc_stages(pm_net: PMNet, aa_net: AANet, ct_net: CTNet, height: int = 256, width: int = 256,
-               sigma: float = SIGMA) -> List[Tuple[StageSpec, nn.Module]]:
-    """The four stages paired with their StageSpecs, in manifest order, eval mode."""
+def psc_modules(pm_net: PMNet, aa_net: AANet, ct_net: CTNet, height: int = 256, width: int = 256,
+                sigma: float = SIGMA) -> Dict[str, nn.Module]:
+    """The four stage modules by name (their StageSpecs are the family's: families.psc.stage_specs), eval mode."""
     modules = {"source": SourceStage(aa_net, ct_net), "interp": InterpStage(pm_net, height, width, sigma),
                "parsing": ParsingStage(aa_net, height, width, sigma), "frame": FrameStage(ct_net)}
-    return [(spec, modules[spec.name].eval()) for spec in psc_stage_specs(height, width)]
-
-
-def psc_stage_specs(height: int = 256, width: int = 256, ngf: int = 16) -> List[StageSpec]:
-    if height % 16 or width % 16:
-        raise ValueError(f"PSC canvas {height}x{width}: both sides must be multiples of 16")
-    q, e, s = (height // 4, width // 4), (height // 8, width // 8), (height // 16, width // 16)
-    features = (TensorSpec("parsing_code", "float32", ("batch", ngf * 16) + s, "AA-Net: normalised S0 code"),
-                TensorSpec("s0_enc_2", "float32", ("batch", ngf * 4) + q, "CT-Net: S0 features"),
-                TensorSpec("s0_enc_3", "float32", ("batch", ngf * 8) + e, "CT-Net: S0 features"),
-                TensorSpec("s0_enc_4", "float32", ("batch", ngf * 16) + s, "CT-Net: S0 features"),
-                TensorSpec("body_enc_2", "float32", ("batch", ngf * 4) + q, "CT-Net: body-masked I0 features"),
-                TensorSpec("cloth_enc_2", "float32", ("batch", ngf * 4) + q, "CT-Net: cloth-masked I0 features"),
-                TensorSpec("cloth_grad_enc_2", "float32", ("batch", ngf * 4) + q, "CT-Net: Sobel-branch features"),
-                TensorSpec("style_code", "float32", ("batch", CLASSES, ngf * 4), "CT-Net: per-label style code"))
-    one = lambda t: TensorSpec(t.name, t.dtype, (1,) + t.shape[1:], t.doc)  # noqa: E731
-    kp = lambda name: TensorSpec(name, "float32", ("batch", JOINTS, 2), "COCO-18 (x, y) canvas pixels")  # noqa: E731
-    kv = lambda name: TensorSpec(name, "float32", ("batch", JOINTS), "1 = joint present, 0 = missing")  # noqa: E731
-    key = lambda t: TensorSpec(t.name, t.dtype, (1,) + t.shape[1:], t.doc + " (key pose)")  # noqa: E731
-    labels = TensorSpec("target_labels", "uint8", ("batch", height, width), f"parsing labels 0..{CLASSES - 1}")
-    return [
-        StageSpec("source", inputs=(TensorSpec("source_image", "float32", ("batch", 3, height, width), "RGB in [-1, 1]"),
-                                    TensorSpec("source_labels", "uint8", ("batch", height, width),
-                                               f"S0 parsing labels 0..{CLASSES - 1}")),
-                  outputs=features, min_batch=1, opt_batch=1, max_batch=4, file="source.onnx",
-                  doc="once per identity: S0 one-hot, AA-Net parsing encoder, CT-Net source encoders, style code"),
-        StageSpec("interp", inputs=(key(kp("pose_a")), key(kv("valid_a")), key(kp("pose_b")), key(kv("valid_b")),
-                                    TensorSpec("t", "float32", ("batch",), "interpolation parameter, 0 = A, 1 = B")),
-                  outputs=(kp("keypoints"), kv("valid")), min_batch=1, opt_batch=4, max_batch=64, file="interp.onnx",
-                  doc="PM-Net between two key poses: heat maps, PM-Net, per-joint peak (> 0.5)"),
-        StageSpec("parsing", inputs=(kp("target_keypoints"), kv("target_valid"), one(features[0])),
-                  outputs=(labels,), min_batch=1, opt_batch=4, max_batch=16, file="parsing.onnx",
-                  doc="per frame: peak snap, heat maps (sigma 100), AA-Net, argmax"),
-        StageSpec("frame", inputs=(labels,) + tuple(one(f) for f in features[1:]),
-                  outputs=(TensorSpec("frames", "uint8", ("batch", height, width, 3), "BGR"),),
-                  min_batch=1, opt_batch=4, max_batch=16, file="frame.onnx",
-                  doc="per frame: one-hot, CT-Net flows, warps, decoders, to uint8 BGR"),
-    ]
+    return {name: module.eval() for name, module in modules.items()}

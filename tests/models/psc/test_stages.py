@@ -10,7 +10,8 @@ import torch
 from poserender.keypoints.coco18 import read_psc_pose
 from poserender.models.psc import AANet, CTNet, PMNet
 from poserender.models.psc.ops import PoseHeatmaps, argmax_labels, one_hot, to_uint8_bgr
-from poserender.models.psc.stages import STAGE_NAMES, psc_stages
+from poserender.families.psc import stage_specs
+from poserender.models.psc.stages import psc_modules
 
 from .conftest import PSC_DATA, T, one_case
 
@@ -21,7 +22,7 @@ def _small_nets(bn_stats: str = "sample"):
 
 
 def _inputs(size: int = 64, frames: int = 2):
-    from poserender.export.psc_export import verification_feeds
+    from poserender.families.psc import verification_feeds
 
     feeds = verification_feeds(size, size)
     kp = np.concatenate([feeds["parsing"]["target_keypoints"], feeds["interp"]["pose_a"]])[:frames]
@@ -33,8 +34,8 @@ def test_stage_chain_equals_the_reference_signature_forwards():
     # eval-mode BatchNorm: batch-1 and batch-3 convolutions round differently, and the train-mode
     # net would turn that into label flips (see test_one_flipped_label...); the caching is the point here
     pm, aa, ct = _small_nets("running")
-    stages = dict((spec.name, m) for spec, m in psc_stages(pm, aa, ct, 64, 64))
-    assert tuple(stages) == STAGE_NAMES
+    stages = psc_modules(pm, aa, ct, 64, 64)
+    assert tuple(stages) == tuple(spec.name for spec in stage_specs(64, 64))
     image, labels, kp, kv = _inputs()
     with torch.no_grad():
         source = stages["source"](T(image), T(labels))
@@ -64,7 +65,7 @@ def test_source_caching_is_exact_for_ct_net_features_and_images():
 
 def test_interp_stage_broadcasts_key_features_over_t():
     pm, aa, ct = _small_nets()
-    interp = dict((spec.name, m) for spec, m in psc_stages(pm, aa, ct, 64, 64))["interp"]
+    interp = psc_modules(pm, aa, ct, 64, 64)["interp"]
     a = T(np.array([[[20.0, 10.0]] * 18], np.float32))
     b = T(np.array([[[40.0, 50.0]] * 18], np.float32))
     ones = torch.ones(1, 18)
@@ -82,7 +83,7 @@ def test_stage_chain_reproduces_the_eval_chain_of_the_fixture(psc_manifest, psc_
     fixture's st_map exactly and its ct within 1 level."""
     pm, aa, ct = psc_nets
     aa = copy.deepcopy(aa).set_bn_stats("running")
-    stages = dict((spec.name, m) for spec, m in psc_stages(pm, aa, ct))
+    stages = psc_modules(pm, aa, ct)
     case, sample, arrays = one_case(psc_manifest, 2)
     xy, valid = read_psc_pose(PSC_DATA / "P1" / f"{case['sample']}.csv")
     labels = T(np.argmax(sample["s0"], axis=1).astype(np.uint8))

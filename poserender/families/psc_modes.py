@@ -1,14 +1,14 @@
-"""Render with an exported PSC model, directly on its engines (:class:`PSCModel`), in two modes:
+"""PSC's own render modes, beside the pose stream every family has:
 
 * reference layout: a folder with I0/ S0/ P0/ P1/ and t values -> one image per sample and t
   (t >= 1 uses P1 itself, as the reference does), optionally the reference's process strip;
-* interpolation: two key poses and N in-between frames via PM-Net -> video or frames.
+  not a stream (each sample has its own identity and writes named images), so it runs directly
+  on the engines (:class:`PSCModel`): source -> [interp] -> parsing -> frame, in batches;
+* interpolation: two key poses and N in-between frames via PM-Net: the interp stage makes the
+  poses (:func:`interpolated_poses`), which then stream through the pipeline like any pose file.
 
-The third mode, one source (I0, S0) animated by a pose stream, runs through the streaming
-pipeline (runtime.stream with adapters.PSCAdapter, which uses this module's loaders).
-
-source stage once per identity -> [interp] -> parsing -> frame, in batches; inputs are all read
-and checked before any output exists, outputs are written under temporary names. No torch here.
+Inputs are all read and checked before any output exists; outputs are written under temporary
+names. No torch here.
 """
 from __future__ import annotations
 
@@ -24,53 +24,13 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import temp_dir_beside
-from ..images import read_image
 from ..keypoints.coco18 import JOINT_COLORS_RGB, LIMBS, read_psc_pose
-from .sinks import open_sink
+from .psc import load_psc_image, load_psc_parsing
 
 #: the reference's parsing colours (network/psc_model.py par2img), RGB, label 0..6
 PARSING_COLORS_RGB = ((0, 0, 0), (255, 255, 0), (0, 255, 255), (255, 0, 255), (0, 0, 255), (0, 255, 0), (255, 0, 0))
 LAYOUT_FOLDERS = ("I0", "S0", "P0", "P1")
 Warn = Callable[[str], None]
-
-
-def load_psc_image(path: Path, height: int, width: int, warn: Warn) -> np.ndarray:
-    """I0 as the reference's dataset makes it: (1, 3, H, W) float32 RGB, (x / 255 - 0.5) / 0.5.
-    Another size is resized bilinearly (the reference resizes too, with PIL) and a warning says so."""
-    image = read_image(path, cv2.IMREAD_COLOR, "source image")
-    if image.shape[:2] != (height, width):
-        warn(f"{path}: image is {image.shape[1]}x{image.shape[0]}, the model's canvas is {width}x{height}; "
-             "resized bilinearly (the reference resizes images too; poses must be in canvas pixels)")
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-    rgb = image[:, :, ::-1].astype(np.float32) / np.float32(255.0)
-    return np.ascontiguousarray(((rgb - np.float32(0.5)) / np.float32(0.5)).transpose(2, 0, 1)[None])
-
-
-def _is_palette_png(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(26)
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[25] == 3
-
-
-def load_psc_parsing(path: Path, height: int, width: int, classes: int) -> np.ndarray:
-    """S0 as labels (1, H, W) uint8: the png's first channel (quirk parsing-channel0). Refused: another
-    size (label maps cannot be interpolated safely, and the reference does not resize them either),
-    labels >= ``classes``, palette PNGs (their pixel values are colours, not labels)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("source parsing not found; expected a label-map PNG", path)
-    if _is_palette_png(path):
-        raise UserError("is a palette PNG; expected the labels as pixel values (grey or RGB with equal channels)", path)
-    image = read_image(path, cv2.IMREAD_UNCHANGED, "parsing")
-    labels = image if image.ndim == 2 else image[:, :, 2]   # OpenCV is BGR(A): the first channel is index 2
-    if labels.shape != (height, width):
-        raise UserError(f"parsing is {labels.shape[1]}x{labels.shape[0]}; expected {width}x{height} (refused, not "
-                        "resized: interpolating a label map invents labels; resize it with nearest-neighbour)", path)
-    top = int(labels.max())
-    if top >= classes:
-        raise UserError(f"has label {top} ({int((labels >= classes).sum())} pixels); the model has {classes} "
-                        f"classes, labels 0..{classes - 1}", path)
-    return np.ascontiguousarray(labels.astype(np.uint8)[None])
 
 
 class PSCModel:
@@ -248,35 +208,105 @@ def _imwrite(path: Path, image: np.ndarray) -> None:
         raise UserError("could not write the image (disk full?)", path)
 
 
-# -- interpolation to a video ------------------------------------------
+# -- interpolation: the poses, for the pipeline -----------------------------------------------
 
-def _write_video(model: PSCModel, source: Dict[str, np.ndarray], xy: np.ndarray, valid: np.ndarray, output: Path,
-                 fmt: Optional[str], fps: float, audio: Optional[Path], batch: int,
-                 progress: Callable[[int, int], Any]) -> Any:
-    step = max(1, int(batch))
-    with open_sink(output, fmt, fps=fps, audio=audio) as sink:
-        for i in range(0, len(xy), step):
-            frames, _ = model.render(source, xy[i:i + step], valid[i:i + step], step)
-            sink.write(frames)
-            progress(min(i + step, len(xy)), len(xy))
-        return sink.close()
-
-
-def render_interpolation(model: PSCModel, source_image: Path, source_parsing: Path, pose_a: Path, pose_b: Path,
-                         frames: int, output: Path, fmt: Optional[str] = None, fps: float = 15.0,
-                         audio: Optional[Path] = None, batch: int = 4, warn: Warn = lambda s: None,
-                         progress: Callable[[int, int], Any] = lambda d, n: None) -> Dict[str, Any]:
-    """Key pose A, ``frames`` PM-Net poses at t = i / (frames + 1), key pose B: frames + 2 frames."""
+def interpolated_poses(model: PSCModel, pose_a: Path, pose_b: Path, frames: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Key pose A, ``frames`` PM-Net poses at t = i / (frames + 1), key pose B: (frames + 2, 18, 2)
+    keypoints and validity, in canvas pixels, ready to stream through the pipeline."""
     if frames < 1:
         raise UserError(f"--frames {frames}: expected at least 1 in-between frame")
-    image = load_psc_image(source_image, model.height, model.width, warn)
-    labels = load_psc_parsing(source_parsing, model.height, model.width, model.classes)
     a, b = read_psc_pose(pose_a), read_psc_pose(pose_b)
-    started = time.perf_counter()
-    source = model.source(image, labels)
     ts = np.arange(1, frames + 1, dtype=np.float64) / (frames + 1)
     kp, kv = model.interpolate(a, b, ts, batch=16)
     xy = np.concatenate([a[0][None], kp, b[0][None]]).astype(np.float32)
     valid = np.concatenate([a[1][None], kv, b[1][None]]).astype(np.float32)
-    summary = _write_video(model, source, xy, valid, output, fmt, fps, audio, batch, progress)
-    return {"summary": summary, "frames": len(xy), "seconds": time.perf_counter() - started}
+    return xy, valid
+
+
+# -- the modes as the render command selects them ------------------------------------------------
+
+def _parse_ts(text: Optional[str]) -> Tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in (text or "0.2,0.4,0.6,0.8,1").split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"--t {text!r}: expected comma-separated numbers, e.g. 0.2,0.4,0.6,0.8,1") from None
+
+
+def _engines(manifest, request, names: Sequence[str]):
+    from ..engines.select import stage_engines
+    from . import get
+
+    backend, engines = stage_engines(Path(manifest.dir), manifest, request.backend,
+                                     torch_stages=get("psc").torch_stage)
+    return backend, {e.spec.name: e for e in engines if e.spec.name in names}
+
+
+def select_mode(options: Dict[str, Any]):
+    """The PSC render mode ``options`` select (--psc-data: reference layout; --key-poses:
+    interpolation), None for a pose stream; one line for options that do not go together."""
+    from .base import RenderMode
+
+    psc_data, key_poses, frames = options.get("psc_data"), options.get("key_poses"), options.get("frames")
+    if psc_data and key_poses:
+        raise UserError("PSC renders one of: --psc-data DIR (reference layout), --keypoints POSES (sequence) or "
+                        "--key-poses A B --frames N (interpolation); got --psc-data and --key-poses")
+    if key_poses and frames is None:
+        raise UserError("--key-poses needs --frames N (in-between frames)")
+    if frames is not None and not key_poses:
+        raise UserError("--frames applies to --key-poses (interpolation)")
+    if not psc_data and (options.get("t_values") or options.get("panels")):
+        raise UserError("--t and --panels apply to --psc-data (the reference layout)")
+    if psc_data:
+        return RenderMode("--psc-data", run=lambda manifest, identity, request, log, progress: _layout(
+            manifest, identity, request, log, progress, Path(psc_data), _parse_ts(options.get("t_values")),
+            bool(options.get("panels"))))
+    if key_poses:
+        return RenderMode("--key-poses", source=lambda manifest, identity, request, log: _interpolation(
+            manifest, identity, request, [Path(p) for p in key_poses], int(frames)),
+            stream_options=("stdout", "realtime", "precision", "preview", "metrics", "devices", "replicate"))
+    return None
+
+
+def _layout(manifest, identity, request, log, progress, data: Path, ts, panels: bool) -> List[str]:
+    if request.keypoints:
+        raise UserError("PSC renders one of: --psc-data DIR (reference layout), --keypoints POSES (sequence) or "
+                        "--key-poses A B --frames N (interpolation); got --psc-data and --keypoints")
+    if any(identity.values()):
+        raise UserError("--psc-data takes its sources from I0/ and S0/; drop --source/--source-parsing")
+    if request.audio or request.stream.max_frames:
+        raise UserError("--audio and --max-frames apply to video modes, not to --psc-data")
+    if request.fmt == "raw":
+        raise UserError("--format raw applies to pose streams (--keypoints); expected mp4, png or jpg here")
+    backend, engines = _engines(manifest, request, ("source", "interp", "parsing", "frame"))
+    for engine in engines.values():
+        engine.activate()
+    try:
+        model = PSCModel(engines, manifest)
+        result = render_reference_layout(model, data, Path(request.output), ts, panels, request.fmt or "png",
+                                         request.stream.batch, lambda message: log(f"poserender: warning: {message}"),
+                                         progress)
+    finally:
+        for engine in engines.values():
+            engine.deactivate()
+    h, w = manifest.canvas
+    return [f"rendered {result['images']} images of {result['samples']} samples to {result['path']} in "
+            f"{result['seconds']:.1f} s, backend {backend}, psc {h}x{w}, AA-Net norm "
+            f"{manifest.config.get('aa_norm', 'authors')}"]
+
+
+def _interpolation(manifest, identity, request, key_poses: List[Path], frames: int):
+    from ..runtime.sources import ArraySource
+
+    if request.keypoints:
+        raise UserError("PSC renders one of: --psc-data DIR (reference layout), --keypoints POSES (sequence) or "
+                        "--key-poses A B --frames N (interpolation); got --keypoints and --key-poses")
+    if request.stream.max_frames:
+        raise UserError("--max-frames applies to pose streams (--keypoints); use --frames with --key-poses")
+    if request.follow:
+        raise UserError("--follow applies to a folder of poses (--keypoints); not to --key-poses")
+    _, engines = _engines(manifest, request, ("interp",))
+    with engines["interp"]:
+        xy, valid = interpolated_poses(PSCModel(engines, manifest), key_poses[0], key_poses[1], frames)
+    source = ArraySource(xy, request.stream.fps, length=len(xy), description=f"{key_poses[0]} -> {key_poses[1]}",
+                         valid=valid > 0)
+    return source, f"interpolation: {len(xy)} frames ({frames} in-between) from {key_poses[0]} to {key_poses[1]}"

@@ -1,5 +1,10 @@
-"""The sequential render loop with stand-in engines: policies, batching, Ctrl-C, no partial output."""
+"""The sequential render loop (benchmarks/sequential_loop.py, the pipeline's baseline) with stand-in
+engines: policies, batching, Ctrl-C, no partial output."""
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import av
 import cv2
@@ -9,8 +14,15 @@ import pytest
 from poserender.config import Pose2ImgConfig
 from poserender.errors import UserError
 from poserender.keypoints.template import gesture_sequence, template_pose
-from poserender.runtime.render import RenderStats, load_source_image, render_sequence, target_batches
-from poserender.specs import pose2img_stage_specs
+from poserender.families.pose2img import load_source_image, stage_specs
+
+_spec = importlib.util.spec_from_file_location(
+    "sequential_loop", Path(__file__).resolve().parents[2] / "benchmarks" / "sequential_loop.py")
+sequential_loop = importlib.util.module_from_spec(_spec)
+sys.modules["sequential_loop"] = sequential_loop        # dataclasses look their module up there
+_spec.loader.exec_module(sequential_loop)
+RenderStats, render_sequence, target_batches = (sequential_loop.RenderStats, sequential_loop.render_sequence,
+                                                sequential_loop.target_batches)
 
 SIZE = 32
 CONFIG = Pose2ImgConfig(img_h=SIZE, img_w=SIZE, scale=1.0)
@@ -52,7 +64,7 @@ def inputs(tmp_path):
 
 
 def engines(interrupt_on=None):
-    source, frame = pose2img_stage_specs(SIZE, SIZE)
+    source, frame = stage_specs(SIZE, SIZE)
     return FakeEngine(source), FakeEngine(frame, interrupt_on)
 
 

@@ -1,10 +1,10 @@
-"""Render a keypoint sequence with an exported Pose2Img model: the plain sequential loop.
+"""The plain sequential loop over an exported Pose2Img model: the baseline the streaming
+pipeline is measured against (benchmarks/bench_stream.py), not part of the runtime.
 
 source image + source keypoints -> source stage (once) -> target frames in batches -> frame
 stage -> sink, one step after another. `poserender render` uses the streaming pipeline
-(pipeline.py: overlapping stages, live inputs, real time); this loop is kept as the baseline
-that benchmarks/bench_stream.py compares the pipeline against, and for its source-image and
-source-keypoint preprocessing, which the pipeline's Pose2Img adapter reuses.
+(poserender/runtime/pipeline.py: overlapping stages, live inputs, real time). The identity
+preprocessing is the family's own (poserender.families.pose2img), so both read inputs alike.
 """
 from __future__ import annotations
 
@@ -13,48 +13,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-import cv2
 import numpy as np
 
-from ..config import Pose2ImgConfig
-from ..errors import UserError
-from ..images import read_image
-from ..keypoints import KeypointSequence, canvas_transform, read_keypoints
-from .sinks import open_sink
-
-BAD_FRAME_POLICIES = ("hold", "skip", "error")
-
-
-def load_source_image(path: Path, config: Pose2ImgConfig) -> np.ndarray:
-    """The reference's source preprocessing: (1, 3, H, W) float32 BGR in [-1, 1] on the canvas.
-
-    Read with OpenCV (BGR), crop rows ``h_bias:h_bias+img_h`` and columns
-    ``w_bias:w_bias+img_w``, map to [-1, 1] in float64, resize bilinearly to the canvas.
-    """
-    path = Path(path)
-    image = read_image(path, cv2.IMREAD_COLOR, "source image")
-    top, left = int(config.h_bias), int(config.w_bias)
-    need_h, need_w = top + config.img_h, left + config.img_w
-    if image.shape[0] < need_h or image.shape[1] < need_w or top < 0 or left < 0:
-        raise UserError(f"image is {image.shape[1]} x {image.shape[0]} (w x h); the config crops columns "
-                        f"{left}..{need_w - 1} and rows {top}..{need_h - 1}, so expected at least "
-                        f"{need_w} x {need_h}", path)
-    crop = image[top:need_h, left:need_w].astype(np.float64) / 255.0 * 2.0 - 1.0
-    height, width = config.canvas_hw
-    if (height, width) != crop.shape[:2]:
-        crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(crop.transpose(2, 0, 1)[None].astype(np.float32))
-
-
-def load_source_keypoints(path: Path, config: Pose2ImgConfig) -> Tuple[np.ndarray, np.ndarray]:
-    """First frame of ``path`` in canvas pixels: (1, 122, 2) float32, validity (1, 122) float32."""
-    seq = read_keypoints(path, config)
-    if seq.bad[0]:
-        raise UserError(f"source keypoints are unusable ({seq.bad_reasons.get(0, 'bad frame')})", path)
-    if not seq.valid[0].any():
-        raise UserError("source keypoints have no valid joint (no person detected?)", path)
-    xy = canvas_transform(seq.xy[:1], config).astype(np.float32)
-    return xy, seq.valid[:1].astype(np.float32)
+from poserender.config import Pose2ImgConfig
+from poserender.errors import UserError
+from poserender.families.pose2img import load_source_image, load_source_keypoints
+from poserender.keypoints import KeypointSequence, canvas_transform, read_keypoints
+from poserender.runtime.policy import BAD_FRAME_POLICIES
+from poserender.runtime.sinks import open_sink
 
 
 @dataclasses.dataclass
