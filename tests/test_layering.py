@@ -15,11 +15,11 @@ LAYERS = (
     ("errors", "fileio", "signals", "cache", "specs", "config", "manifest", "images", "flops", "gpumem", "__init__"),
     ("keypoints",),
     ("models",),
+    ("training",),
     ("engines",),
     ("runtime",),
     ("families",),
     ("export",),
-    ("training",),
     ("bench", "triton", "demo"),
     ("doctor", "commands", "cli"),
 )

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Dict, Optional
 
 import click
 
@@ -67,14 +66,13 @@ def _run_options(f):
     return f
 
 
-def _fit(device: str, label: str, batch_size: int, build: Callable[[Callable, Optional[Callable], Any], Any],
-         describe: Callable[[Any], str], finished: Callable[[Dict[str, Any], float], str]) -> None:
+def _fit(device: str, plan) -> None:
     """What every family's training run shares: device/process setup, the progress line, the
-    opening and closing lines (from the main process only) and teardown. ``build(say, on_step,
-    ctx)`` makes the trainer; ``describe(trainer)`` says what it trains on; ``finished(result,
-    seconds)`` says what it wrote."""
+    opening and closing lines (from the main process only) and teardown; ``plan`` is the family's
+    (families.base.TrainingPlan)."""
     from ..training.distributed import setup, teardown
 
+    label, batch_size, build, describe, finished = plan.label, plan.batch_size, plan.build, plan.describe, plan.finished
     ctx = setup(device)
     say = log if ctx.is_main else (lambda s: None)
     progress = TrainProgress(label)
@@ -123,26 +121,11 @@ def train_pose2img(config: str, frames: Optional[str], keypoints: Optional[str],
                    output: Optional[str], resume: Optional[str], steps: Optional[int], batch_size: Optional[int],
                    lr: Optional[float], seed: Optional[int], workers: Optional[int], device: str, amp: str) -> None:
     """Train the Pose2Img generator (+ discriminator) on frames of one person."""
-    from ..training.config import load_train_config
-    from ..training.pose2img_trainer import Pose2ImgTrainer, RunOptions
+    from .. import families
 
-    cfg = load_train_config(config, {"frames": frames, "keypoints": keypoints, "steps": steps,
-                                     "batch_size": batch_size, "lr": lr, "seed": seed, "workers": workers})
-    run_dir = Path(output) if output else Path("runs") / Path(config).stem
-
-    def describe(trainer) -> str:
-        return (f"{len(trainer.train_set)} training / {len(trainer.val_set)} validation frames, "
-                f"{trainer.geometry.height}x{trainer.geometry.width}, width {cfg.width}")
-
-    def finished(result, seconds: float) -> str:
-        last = result["last"]
-        return (f"trained to step {result['step']} in {seconds:.1f} s (loss {last.get('total', float('nan')):.4g}, "
-                f"{last.get('it_per_s', 0):.2f} it/s): {result['checkpoint'] or run_dir}")
-
-    _fit(device, "pose2img", cfg.batch_size,
-         lambda say, on_step, ctx: Pose2ImgTrainer(cfg, RunOptions(run_dir, resume, vgg_weights, amp, warn=say,
-                                                                   on_step=on_step), ctx),
-         describe, finished)
+    _fit(device, families.get("pose2img").training(dict(
+        config=config, frames=frames, keypoints=keypoints, vgg_weights=vgg_weights, output=output, resume=resume,
+        steps=steps, batch_size=batch_size, lr=lr, seed=seed, workers=workers, amp=amp)))
 
 
 @train.command("psc")
@@ -162,22 +145,8 @@ def train_psc(stage: str, config: str, data: Optional[str], size: Optional[int],
               resume: Optional[str], steps: Optional[int], batch_size: Optional[int], lr: Optional[float],
               seed: Optional[int], workers: Optional[int], device: str, amp: str) -> None:
     """Train one PSC stage; -o DIR collects pm.pth, aa.pth and ct.pth (a PSC checkpoint folder)."""
-    from ..training.loop import RunOptions
-    from ..training.psc_trainer import PscTrainer, load_psc_config
+    from .. import families
 
-    cfg = load_psc_config(config, stage, {"data": data, "steps": steps, "batch_size": batch_size, "lr": lr,
-                                          "seed": seed, "workers": workers, "size": size})
-    out_dir = Path(output) if output else Path("runs") / Path(config).stem
-
-    def describe(trainer) -> str:
-        return f"{len(trainer.train_set)} samples, {cfg.size}x{cfg.size}, {trainer.schedule.steps} steps"
-
-    def finished(result, seconds: float) -> str:
-        return (f"trained {stage} to step {result['step']} in {seconds:.1f} s "
-                f"(loss {result['last'].get('total', float('nan')):.4g}): {out_dir / (stage + '.pth')} "
-                f"(resumable: {result['checkpoint'] or out_dir / stage})")
-
-    _fit(device, f"psc {stage}", cfg.batch_size,
-         lambda say, on_step, ctx: PscTrainer(cfg, RunOptions(out_dir / stage, resume, vgg_weights, amp, warn=say,
-                                                              on_step=on_step), ctx),
-         describe, finished)
+    _fit(device, families.get("psc").training(dict(
+        stage=stage, config=config, data=data, size=size, vgg_weights=vgg_weights, output=output, resume=resume,
+        steps=steps, batch_size=batch_size, lr=lr, seed=seed, workers=workers, amp=amp)))

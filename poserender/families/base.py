@@ -97,6 +97,19 @@ class RenderMode:
     stream_options: Tuple[str, ...] = ()
 
 
+@dataclasses.dataclass
+class TrainingPlan:
+    """A family's training run, for the generic runner of ``poserender train``: ``build(say,
+    on_step, ctx)`` makes the trainer (its ``fit()`` runs it), ``describe(trainer)`` says what it
+    trains on, ``finished(result, seconds)`` what it wrote."""
+
+    label: str
+    batch_size: int
+    build: Callable[..., Any]
+    describe: Callable[[Any], str]
+    finished: Callable[[Dict[str, Any], float], str]
+
+
 class Family(abc.ABC):
     """A model family. Subclasses set the class attributes and implement the methods."""
 
@@ -147,6 +160,10 @@ class Family(abc.ABC):
         pose stream every family has. The default refuses any option: it belongs to another family."""
         self._refuse_foreign(options, "render_options")
         return None
+
+    def training(self, options: Mapping[str, Any]) -> TrainingPlan:
+        """The training run ``options`` (the family's ``poserender train`` options) describe."""
+        raise UserError(f"poserender has no trainer for {self.name} models")
 
     def verification_inputs(self, manifest: Mapping[str, Any]) -> Feed:
         """Realistic values for stage inputs (a smooth image, template poses) by tensor name, for

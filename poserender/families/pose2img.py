@@ -24,7 +24,7 @@ from ..keypoints.validate import frame_problem
 from ..runtime.adapters import KeypointBatches
 from ..runtime.sources import Frame, FrameSource, OpenPoseFolderSource, SequenceSource
 from ..specs import StageSpec, TensorSpec
-from .base import ExportPlan, ExportStage, Family, IdentityInput, Int8Plan, Log, Warn
+from .base import ExportPlan, ExportStage, Family, IdentityInput, Int8Plan, Log, TrainingPlan, Warn
 
 _OPENPOSE_MAP = np.asarray(OPENPOSE_TO_122)
 
@@ -257,6 +257,30 @@ class Pose2ImgFamily(Family):
         generator, _ = load_generator(ckpt)
         geometry = Pose2ImgGeometry.from_config(Pose2ImgConfig.from_dict(manifest["config"]), manifest["warp_mode"])
         return (SourceStage if stage_name == "source" else FrameStage)(generator, geometry)
+
+    def training(self, options: Mapping[str, Any]) -> TrainingPlan:
+        """``poserender train pose2img``: the generator (+ discriminator) on frames of one person."""
+        from ..training.config import load_train_config
+        from ..training.pose2img_trainer import Pose2ImgTrainer, RunOptions
+
+        config = options["config"]
+        cfg = load_train_config(config, {k: options.get(k) for k in ("frames", "keypoints", "steps", "batch_size",
+                                                                     "lr", "seed", "workers")})
+        run_dir = Path(options["output"]) if options.get("output") else Path("runs") / Path(config).stem
+
+        def describe(trainer) -> str:
+            return (f"{len(trainer.train_set)} training / {len(trainer.val_set)} validation frames, "
+                    f"{trainer.geometry.height}x{trainer.geometry.width}, width {cfg.width}")
+
+        def finished(result, seconds: float) -> str:
+            last = result["last"]
+            return (f"trained to step {result['step']} in {seconds:.1f} s (loss {last.get('total', float('nan')):.4g}, "
+                    f"{last.get('it_per_s', 0):.2f} it/s): {result['checkpoint'] or run_dir}")
+
+        def build(say, on_step, ctx):
+            return Pose2ImgTrainer(cfg, RunOptions(run_dir, options.get("resume"), options.get("vgg_weights"),
+                                                   options.get("amp", "off"), warn=say, on_step=on_step), ctx)
+        return TrainingPlan("pose2img", cfg.batch_size, build, describe, finished)
 
     def verification_inputs(self, manifest: Mapping[str, Any]):
         h, w = manifest["canvas"]

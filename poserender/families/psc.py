@@ -24,7 +24,7 @@ from ..keypoints.validate import frame_problem
 from ..runtime.adapters import KeypointBatches
 from ..runtime.sources import Coco18FileSource, Frame, FrameSource
 from ..specs import StageSpec, TensorSpec
-from .base import ExportPlan, Family, IdentityInput, Int8Plan, Log, Warn
+from .base import ExportPlan, Family, IdentityInput, Int8Plan, Log, TrainingPlan, Warn
 
 JOINTS = 18
 CLASSES = 7
@@ -238,6 +238,30 @@ class PSCFamily(Family):
         pm, aa, ct, _ = load_psc_nets(folder, manifest.get("bn_stats", "sample"))
         h, w = manifest["canvas"]
         return psc_modules(pm, aa, ct, h, w, manifest["config"].get("sigma", 100.0))[stage_name]
+
+    def training(self, options: Mapping[str, Any]) -> TrainingPlan:
+        """``poserender train psc --stage pm|aa|ct``: one net; the run folder collects pm.pth, aa.pth
+        and ct.pth (a PSC checkpoint folder)."""
+        from ..training.loop import RunOptions
+        from ..training.psc_trainer import PscTrainer, load_psc_config
+
+        stage, config = options["stage"], options["config"]
+        cfg = load_psc_config(config, stage, {k: options.get(k) for k in ("data", "steps", "batch_size", "lr", "seed",
+                                                                          "workers", "size")})
+        out_dir = Path(options["output"]) if options.get("output") else Path("runs") / Path(config).stem
+
+        def describe(trainer) -> str:
+            return f"{len(trainer.train_set)} samples, {cfg.size}x{cfg.size}, {trainer.schedule.steps} steps"
+
+        def finished(result, seconds: float) -> str:
+            return (f"trained {stage} to step {result['step']} in {seconds:.1f} s "
+                    f"(loss {result['last'].get('total', float('nan')):.4g}): {out_dir / (stage + '.pth')} "
+                    f"(resumable: {result['checkpoint'] or out_dir / stage})")
+
+        def build(say, on_step, ctx):
+            return PscTrainer(cfg, RunOptions(out_dir / stage, options.get("resume"), options.get("vgg_weights"),
+                                              options.get("amp", "off"), warn=say, on_step=on_step), ctx)
+        return TrainingPlan(f"psc {stage}", cfg.batch_size, build, describe, finished)
 
     def verification_inputs(self, manifest: Mapping[str, Any]):
         h, w = manifest["canvas"]
