@@ -5,7 +5,7 @@
 Two measurements, one process:
 
 1. per record, in microseconds (median of 5 rounds over the shipped demo clip's OpenPose records,
-   137 points each): the JSON decode + record parse + value check (`sources.parse_record`), and
+   137 points each): the JSON decode + record parse + value check (`live.parse_record`), and
    the value check alone (`keypoints.validate.frame_problem`);
 2. a whole clean stream: the shipped demo model (256 x 256) rendering the clip as JSON lines on a
    stdin-like stream into an mp4, through `render_stream`, with the value check, the record parse
@@ -59,7 +59,7 @@ def records(frames: int) -> list:
 
 def per_record_us(lines: list) -> dict:
     from poserender.keypoints.validate import frame_problem
-    from poserender.runtime.sources import parse_record
+    from poserender.runtime.live import parse_record
 
     frames = [parse_record(line, 0, 0.0) for line in lines]
     xy = [(f.xy, np.ones(len(f.xy))) for f in frames]
@@ -80,11 +80,11 @@ def timed_stream(lines: list) -> dict:
     """Render the lines through the real pipeline with the input steps wrapped in timers (they run on
     the reader and batcher threads, beside the model stage; a wrapper sees every call)."""
     from poserender.demo import puppet_inputs, shipped_model
-    from poserender.runtime import policy, sources
+    from poserender.runtime import live, policy, sources
     from poserender.runtime.stream import render_stream
 
     spent = {"value check (keypoints.validate.frame_problem)": 0.0,
-             "record parse incl. JSON decode and value check (sources.parse_record)": 0.0,
+             "record parse incl. JSON decode and value check (live.parse_record)": 0.0,
              "bad-frame and gap policy (policy.BadFramePolicy.feed)": 0.0}
     keys = list(spent)
 
@@ -97,9 +97,9 @@ def timed_stream(lines: list) -> dict:
                 spent[key] += time.perf_counter() - t
         return wrapper
 
-    originals = (sources.frame_problem, sources.parse_record, policy.BadFramePolicy.feed)
+    originals = (sources.frame_problem, live.parse_record, policy.BadFramePolicy.feed)
     sources.frame_problem = timing(sources.frame_problem, keys[0])
-    sources.parse_record = timing(sources.parse_record, keys[1])
+    live.parse_record = timing(live.parse_record, keys[1])
     policy.BadFramePolicy.feed = timing(policy.BadFramePolicy.feed, keys[2], generator=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +108,7 @@ def timed_stream(lines: list) -> dict:
             result = render_stream(shipped_model(), "ort-cpu", source_image=image, source_keypoints=source_kp,
                                    keypoints="-", output=Path(tmp) / "o.mp4", fps=25.0, stdin=stdin)
     finally:
-        sources.frame_problem, sources.parse_record, policy.BadFramePolicy.feed = originals
+        sources.frame_problem, live.parse_record, policy.BadFramePolicy.feed = originals
     report = result.report
     return {"frames_out": report.counts.frames_out, "fps": round(report.fps, 2), "stream_s": round(report.seconds, 3),
             "seconds": {k: round(v, 4) for k, v in spent.items()},

@@ -8,7 +8,7 @@ import types
 import pytest
 
 from poserender import gpumem
-from poserender.runtime.pipeline import gpu_memory
+from poserender.runtime.report import gpu_memory
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def demo(output: str, sheet: Optional[str], frames: Optional[int], seed: Optiona
     from .. import families
     from ..demo import puppet_inputs, shipped_model
     from ..manifest import read_manifest
-    from ..runtime.pipeline import StreamOptions
+    from ..runtime.report import StreamOptions
     from ..runtime.stream import RenderRequest
 
     if frames is not None and frames < 1:

@@ -217,7 +217,7 @@ def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend,
     """
     from .. import families
     from ..manifest import read_manifest
-    from ..runtime.pipeline import StreamOptions
+    from ..runtime.report import StreamOptions
     from ..runtime.stream import RenderRequest
 
     if fps <= 0 or batch < 1:

@@ -34,29 +34,16 @@ from ..engines.base import Engine
 from ..errors import StageError, UserError
 from ..engines.placement import PER_FRAME, PER_IDENTITY, Placement, plan_placement
 from ..fileio import output_error
-from .metrics import PipelineMetrics, peak_rss_mb
+from .metrics import PipelineMetrics
 from .policy import BadFramePolicy, StreamCounts, default_max_gap
 from .realtime import RealtimeClock
+from .report import StreamOptions, StreamReport, gpu_memory
+from .writer import ReorderingWriter
 from .sources import FrameSource
 
 EngineFactory = Callable[[str, Optional[int]], Mapping[str, Engine]]
 _END = "end of stream"
 _POLL = 0.1
-
-
-@dataclasses.dataclass
-class StreamOptions:
-    batch: int = 4
-    max_wait_ms: float = 50.0
-    on_bad_frame: str = "hold"
-    devices: Sequence[str] = ("cpu",)
-    replicate: bool = False
-    fps: float = 15.0
-    realtime: bool = False
-    late: str = "hold"
-    max_frames: Optional[int] = None
-    max_gap: Optional[int] = None   # missing indices filled as gap frames; None: 5 s of frames at fps
-    queue_batches: int = 2          # capacity of each stage's input queue, in batches
 
 
 @dataclasses.dataclass
@@ -71,53 +58,7 @@ class _Batch:
     unwritten: int = 0      # frames of this batch the writer has not consumed yet
 
 
-@dataclasses.dataclass
-class StreamReport:
-    counts: StreamCounts
-    seconds: float
-    setup_seconds: float
-    identity_seconds: float
-    interrupted: bool
-    metrics: PipelineMetrics
-    workers: List[str]
-    sink: Any = None
-    realtime: Optional[Dict[str, Any]] = None
-    gpu_memory_mb: Optional[Dict[str, Any]] = None   # per GPU used, from NVML; None on CPU-only runs
-    signal: Optional[int] = None    # the signal that stopped the stream (SIGINT, SIGTERM, SIGHUP)
-
-    @property
-    def exit_code(self) -> int:
-        """0, or 128 + the signal that interrupted the stream (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)."""
-        return 0 if not self.interrupted else 128 + (self.signal or signal.SIGINT)
-
-    @property
-    def fps(self) -> float:
-        return self.counts.frames_out / max(self.seconds, 1e-9)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"frames": self.counts.to_dict(), "seconds": round(self.seconds, 3), "fps": round(self.fps, 3),
-                "setup_seconds": round(self.setup_seconds, 3), "identity_seconds": round(self.identity_seconds, 3),
-                "interrupted": self.interrupted,
-                "signal": None if self.signal is None else signal.Signals(self.signal).name,
-                "workers": self.workers, "realtime": self.realtime,
-                "stages": self.metrics.to_dict(), "peak_rss_mb": peak_rss_mb(),
-                "gpu_memory_mb": self.gpu_memory_mb,
-                "output": None if self.sink is None else {"path": str(self.sink.path), "format": self.sink.format,
-                                                          "frames_written": self.sink.frames_written}}
-
-
-def gpu_memory(devices: Sequence[str]) -> Optional[Dict[str, Any]]:
-    """Used memory of the stream's GPUs at its end (NVML; allocators keep their pools, so this is
-    about the peak), ``{"not_measured": why}`` without NVML, None when every device is the CPU."""
-    indices = sorted({int(d) for d in devices if str(d).isdigit()})
-    if not indices:
-        return None
-    from .. import gpumem
-
-    return gpumem.used_mib(indices)
-
-
-class StreamPipeline:
+class StreamPipeline(ReorderingWriter):
     """One stream through one model; :meth:`run` returns a :class:`StreamReport`."""
 
     def __init__(self, adapter, engine_factory: EngineFactory, source: FrameSource, sink, options: StreamOptions,
@@ -412,89 +353,6 @@ class StreamPipeline:
         if self.preview is not None:
             self.preview.close()
         return summary
-
-    def _write_loop(self) -> None:
-        clock, late = self.clock, self.options.late
-        metrics = self.metrics.stage("write")
-        ready: Dict[int, Tuple[Any, _Batch]] = {}   # the reorder buffer: slot -> (frame, its batch)
-        next_slot, total_slots, last_frame = 0, None, None
-        while not self.abort.is_set():
-            if total_slots is not None and next_slot >= total_slots:
-                return
-            if next_slot in ready:
-                frame, batch = ready.pop(next_slot)
-                if frame is None:
-                    self.counts.add(dropped=1)
-                    self._consumed(batch)
-                    next_slot += 1
-                    continue
-                if clock is not None:
-                    clock.wait_for_tick(next_slot, self.stop)
-                self._write(frame, next_slot, batch.formed, batch.enqueued, metrics)
-                self._consumed(batch)
-                last_frame, next_slot = frame, next_slot + 1
-                continue
-            timeout = _POLL
-            if clock is not None and clock.started and late != "queue":
-                now = time.perf_counter()
-                due = clock.tick(next_slot)
-                if now >= due:          # missed its tick: drop it (hold: repeat the previous frame)
-                    if late == "hold" and last_frame is not None:
-                        self._write(last_frame, next_slot, None, None, metrics)
-                        self.counts.add(late_held=1)
-                    next_slot += 1
-                    continue
-                timeout = min(timeout, due - now)
-            elif total_slots is not None:
-                raise RuntimeError(f"frame slot {next_slot} never arrived (pipeline bug)")
-            item = self._get(self._results, max(timeout, 1e-3))
-            if item is None:
-                continue
-            if isinstance(item, tuple):
-                total_slots = item[1]
-                continue
-            if item.frames is None:     # dropped on a stop before rendering: its slots are skipped
-                for slot in item.slots:
-                    ready[slot] = (None, item)
-                continue
-            for slot, frame in zip(item.slots, item.frames):
-                if slot < next_slot:     # its tick has passed (real time, drop/hold)
-                    self.counts.add(dropped=1)
-                    self._consumed(item)
-                else:
-                    ready[slot] = (frame, item)
-            if getattr(self.sink, "reader_gone", False):   # e.g. the process reading stdout exited
-                self.stop.set()
-
-    def _consumed(self, batch: _Batch) -> None:
-        batch.unwritten -= 1
-        if batch.unwritten == 0:
-            batch.frames = None
-            self._permits.release()
-
-    def _write(self, frame, slot: int, formed: Optional[float], arrived: Optional[float], metrics) -> None:
-        """Write one frame; ``formed`` is None for a real-time repeat of the previous frame."""
-        started = time.perf_counter()
-        before = self.sink.frames_written
-        self.sink.write(frame[None])
-        now = time.perf_counter()
-        metrics.record(now - started, 0.0 if arrived is None else started - arrived, 1)
-        if self.sink.frames_written == before:      # the reader of stdout is gone: not delivered
-            if formed is not None:
-                self.counts.add(dropped=1)
-            return
-        if formed is not None:
-            self.counts.add(frames_out=1)
-            if self.preview is not None:
-                self.preview.add(frame, self.counts.frames_out - 1)
-        if self.clock is not None:
-            self.clock.note_written(slot, started)
-            if formed is not None:
-                self.clock.note_latency(now - formed)
-        total = self.source.length
-        if total is not None and self.options.max_frames is not None:
-            total = min(total, self.options.max_frames)
-        self.progress(self.counts.frames_out, total, self.counts.frames_out / max(now - self._started, 1e-9))
 
 
 class _identity_engines:

@@ -17,7 +17,8 @@ from ..engines.registry import is_gpu
 from ..engines.select import check_request, device_index, stage_engines
 from ..errors import UserError
 from ..fileio import check_writable, write_json_atomic
-from .pipeline import StreamOptions, StreamPipeline, StreamReport
+from .pipeline import StreamPipeline
+from .report import StreamOptions, StreamReport
 from .preview import ContactSheet
 from .sinks import VIDEO_CODECS, open_sink, pick_video_codec
 from .sources import FrameSource, open_source

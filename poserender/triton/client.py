@@ -285,7 +285,8 @@ def stream_through_ensemble(transport: Transport, model: str, keypoints: Union[s
     flight. Everything the user gave is opened and checked before the first request; bad frames
     follow ``on_bad_frame``, a signal finishes the requests in flight and closes the output."""
     from .. import families
-    from ..runtime.pipeline import StreamOptions, StreamPipeline
+    from ..runtime.pipeline import StreamPipeline
+    from ..runtime.report import StreamOptions
     from ..runtime.sinks import open_sink
     from ..runtime.sources import open_source
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from poserender.cli import main  # noqa: E402
 from poserender.errors import UserError  # noqa: E402
-from poserender.export import trt_build  # noqa: E402
+from poserender.export import trt_build, trt_precision  # noqa: E402
 from poserender.families.pose2img import stage_specs as pose2img_stage_specs  # noqa: E402
 
 try:
@@ -25,7 +25,7 @@ except ImportError:
 
 def test_fp32_nodes_keep_preprocessing_and_unsafe_ops_and_free_the_unet(tiny_model):
     model = onnx.load(str(tiny_model / "frame.onnx"))
-    pinned = trt_build.fp32_nodes(model)
+    pinned = trt_precision.fp32_nodes(model)
     assert pinned["/warp/MatMul"] == "pre/post-processing (warp)"
     assert pinned["/heatmaps/Exp"] == "exp/log/pow/div"
     assert pinned["/transforms/ReduceSum"] == "reduction"
@@ -34,7 +34,7 @@ def test_fp32_nodes_keep_preprocessing_and_unsafe_ops_and_free_the_unet(tiny_mod
     assert convs and not any(name in pinned for name in convs)            # the U-Net runs reduced
     assert not any(n.startswith("/unet_stageC/") and n.endswith("/Relu") for n in pinned)
     assert "/Cast" not in pinned                                            # uint8 output: no precision choice
-    source = trt_build.fp32_nodes(onnx.load(str(tiny_model / "source.onnx")))
+    source = trt_precision.fp32_nodes(onnx.load(str(tiny_model / "source.onnx")))
     assert [name for name, why in source.items() if why == "softmax"] == ["/Softmax"]
 
 
@@ -61,18 +61,18 @@ def test_bisection_finds_the_layers_that_need_fp32(culprits):
     def nonfinite(pinned):
         calls.append(pinned)
         return not culprits <= pinned
-    found = trt_build.find_nonfinite_layers(candidates, nonfinite)
+    found = trt_precision.find_nonfinite_layers(candidates, nonfinite)
     assert set(found) == culprits
     assert len(calls) <= 1 + 2 * len(culprits) * 6       # ~2 log2(64) builds per culprit, not one per layer
 
 
 def test_bisection_reports_nothing_when_fp32_everywhere_is_still_bad():
-    assert trt_build.find_nonfinite_layers(["a", "b"], lambda pinned: True) == []
+    assert trt_precision.find_nonfinite_layers(["a", "b"], lambda pinned: True) == []
 
 
 def test_bisection_gives_up_with_a_clear_message():
     with pytest.raises(UserError, match="gave up after 3 builds"):
-        trt_build.find_nonfinite_layers([f"c{i}" for i in range(64)], lambda p: not {"c1", "c60"} <= p, max_checks=3)
+        trt_precision.find_nonfinite_layers([f"c{i}" for i in range(64)], lambda p: not {"c1", "c60"} <= p, max_checks=3)
 
 
 def test_elapsed_line_always_ends_with_the_total():

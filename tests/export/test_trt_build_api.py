@@ -15,7 +15,7 @@ import types
 import pytest
 
 from poserender.errors import UserError
-from poserender.export import trt_build
+from poserender.export import trt_build, trt_precision
 from poserender.specs import StageSpec, TensorSpec
 
 
@@ -272,7 +272,7 @@ def test_a_timing_cache_tensorrt_rejects_is_replaced_not_fatal(monkeypatch, tmp_
 ])
 def test_onnx_node_of_a_layer(metadata, name, node):
     layer = types.SimpleNamespace(metadata=metadata, name=name)
-    assert trt_build._onnx_node_of(layer) == node
+    assert trt_precision._onnx_node_of(layer) == node
 
 
 def test_builder_flags_follow_the_tensorrt_version():

@@ -20,7 +20,8 @@ from poserender.keypoints.template import gesture_sequence, template_pose
 from poserender.families.pose2img import Pose2ImgAdapter
 from poserender.runtime.pipeline import StageError, StreamOptions, StreamPipeline
 from poserender.runtime.sinks import FrameSink, SinkSummary, open_sink
-from poserender.runtime.sources import ArraySource, Frame, FrameSource, JsonLinesSource
+from poserender.runtime.live import JsonLinesSource
+from poserender.runtime.sources import ArraySource, Frame, FrameSource
 from poserender.families.pose2img import stage_specs as pose2img_stage_specs
 
 SIZE = 32

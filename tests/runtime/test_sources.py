@@ -12,8 +12,8 @@ import pytest
 
 from poserender.errors import UserError
 from poserender.keypoints import OPENPOSE_TO_122
-from poserender.runtime.sources import (JsonLinesSource, OpenPoseFolderSource, TcpSource, loopback_address,
-                                        open_source, parse_record)
+from poserender.runtime.live import JsonLinesSource, TcpSource, loopback_address, parse_record
+from poserender.runtime.sources import OpenPoseFolderSource, open_source
 
 
 def openpose_points(seed: int = 0) -> list:
@@ -93,7 +93,7 @@ def test_json_lines_source_numbers_frames_and_ignores_blank_lines():
 
 
 def test_line_reader_bounds_memory_and_reports_long_lines():
-    from poserender.runtime.sources import LineReader, TooLong
+    from poserender.runtime.live import LineReader, TooLong
 
     reader = LineReader(limit=10)
     chunks = [b"short\n0123456789", b"ABC", b"DEF\nok\n", b"x" * 50, b"", ]
