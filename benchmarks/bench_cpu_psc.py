@@ -65,7 +65,7 @@ def layout_folder(work: Path) -> Path:
         return data
     import cv2
 
-    from poserender.families.psc import verification_feeds
+    from poserender.families.psc_io import verification_feeds
     from poserender.keypoints.coco18 import template_pose, write_psc_csv
     from poserender.families.psc_modes import image_to_bgr8
 

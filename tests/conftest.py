@@ -68,7 +68,7 @@ def tiny_psc_builders(tmp_path_factory):
         return folder
 
     def identity(image: Path, parsing: Path, size: int, shift: int = 0) -> None:
-        from poserender.families.psc import verification_feeds
+        from poserender.families.psc_io import verification_feeds
         from poserender.families.psc_modes import image_to_bgr8
 
         source = verification_feeds(size, size)["source"]

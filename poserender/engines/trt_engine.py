@@ -24,13 +24,6 @@ from . import compat
 from .base import Engine
 
 
-def is_available() -> bool:
-    from .machine import Facts
-    from .registry import BACKENDS
-
-    return BACKENDS["trt"].probe(Facts())[0]
-
-
 def check_io(trt, engine, spec: StageSpec) -> list:
     """The spec's inputs, after checking the engine's I/O tensors (num_io_tensors /
     get_tensor_name / get_tensor_mode) against the StageSpec: a missing name, or one that is an

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import UserError
 from .base import ExportPlan, ExportStage, Log
-from .psc import AA_NORM_CHOICES, CLASSES, stage_specs, verification_feeds
+from .psc_io import AA_NORM_CHOICES, CLASSES, stage_specs, verification_feeds
 
 
 def _peak_agreement(module, feed: Dict[str, np.ndarray], ref, got) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import UserError
 from ..fileio import temp_dir_beside
 from ..keypoints.coco18 import JOINT_COLORS_RGB, LIMBS, read_psc_pose
-from .psc import load_psc_image, load_psc_parsing
+from .psc_io import load_psc_image, load_psc_parsing
 
 #: the reference's parsing colours (network/psc_model.py par2img), RGB, label 0..6
 PARSING_COLORS_RGB = ((0, 0, 0), (255, 255, 0), (0, 255, 255), (255, 0, 255), (0, 0, 255), (0, 255, 0), (255, 0, 0))
@@ -232,18 +232,17 @@ def _parse_ts(text: Optional[str]) -> Tuple[float, ...]:
         raise UserError(f"--t {text!r}: expected comma-separated numbers, e.g. 0.2,0.4,0.6,0.8,1") from None
 
 
-def _engines(manifest, request, names: Sequence[str]):
+def _engines(manifest, request, names: Sequence[str], torch_stages):
     from ..engines.select import stage_engines
-    from . import get
 
-    backend, engines = stage_engines(Path(manifest.dir), manifest, request.backend,
-                                     torch_stages=get("psc").torch_stage)
+    backend, engines = stage_engines(Path(manifest.dir), manifest, request.backend, torch_stages=torch_stages)
     return backend, {e.spec.name: e for e in engines if e.spec.name in names}
 
 
-def select_mode(options: Dict[str, Any]):
+def select_mode(options: Dict[str, Any], torch_stages):
     """The PSC render mode ``options`` select (--psc-data: reference layout; --key-poses:
-    interpolation), None for a pose stream; one line for options that do not go together."""
+    interpolation), None for a pose stream; one line for options that do not go together.
+    ``torch_stages`` builds stages for the torch backends (the family's)."""
     from .base import RenderMode
 
     psc_data, key_poses, frames = options.get("psc_data"), options.get("key_poses"), options.get("frames")
@@ -259,15 +258,15 @@ def select_mode(options: Dict[str, Any]):
     if psc_data:
         return RenderMode("--psc-data", run=lambda manifest, identity, request, log, progress: _layout(
             manifest, identity, request, log, progress, Path(psc_data), _parse_ts(options.get("t_values")),
-            bool(options.get("panels"))))
+            bool(options.get("panels")), torch_stages))
     if key_poses:
         return RenderMode("--key-poses", source=lambda manifest, identity, request, log: _interpolation(
-            manifest, identity, request, [Path(p) for p in key_poses], int(frames)),
+            manifest, identity, request, [Path(p) for p in key_poses], int(frames), torch_stages),
             stream_options=("stdout", "realtime", "precision", "preview", "metrics", "devices", "replicate"))
     return None
 
 
-def _layout(manifest, identity, request, log, progress, data: Path, ts, panels: bool) -> List[str]:
+def _layout(manifest, identity, request, log, progress, data: Path, ts, panels: bool, torch_stages) -> List[str]:
     if request.keypoints:
         raise UserError("PSC renders one of: --psc-data DIR (reference layout), --keypoints POSES (sequence) or "
                         "--key-poses A B --frames N (interpolation); got --psc-data and --keypoints")
@@ -277,7 +276,7 @@ def _layout(manifest, identity, request, log, progress, data: Path, ts, panels: 
         raise UserError("--audio and --max-frames apply to video modes, not to --psc-data")
     if request.fmt == "raw":
         raise UserError("--format raw applies to pose streams (--keypoints); expected mp4, png or jpg here")
-    backend, engines = _engines(manifest, request, ("source", "interp", "parsing", "frame"))
+    backend, engines = _engines(manifest, request, ("source", "interp", "parsing", "frame"), torch_stages)
     for engine in engines.values():
         engine.activate()
     try:
@@ -294,7 +293,7 @@ def _layout(manifest, identity, request, log, progress, data: Path, ts, panels: 
             f"{manifest.config.get('aa_norm', 'authors')}"]
 
 
-def _interpolation(manifest, identity, request, key_poses: List[Path], frames: int):
+def _interpolation(manifest, identity, request, key_poses: List[Path], frames: int, torch_stages):
     from ..runtime.sources import ArraySource
 
     if request.keypoints:
@@ -304,7 +303,7 @@ def _interpolation(manifest, identity, request, key_poses: List[Path], frames: i
         raise UserError("--max-frames applies to pose streams (--keypoints); use --frames with --key-poses")
     if request.follow:
         raise UserError("--follow applies to a folder of poses (--keypoints); not to --key-poses")
-    _, engines = _engines(manifest, request, ("interp",))
+    _, engines = _engines(manifest, request, ("interp",), torch_stages)
     with engines["interp"]:
         xy, valid = interpolated_poses(PSCModel(engines, manifest), key_poses[0], key_poses[1], frames)
     source = ArraySource(xy, request.stream.fps, length=len(xy), description=f"{key_poses[0]} -> {key_poses[1]}",

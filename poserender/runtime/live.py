@@ -17,12 +17,13 @@ import select
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import IO, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
 from ..errors import BadFrame, UserError
-from .sources import Frame, FrameSource, _detail, _openpose_doc_frame, _rows_to_frame
+from .sources import Frame, FrameSource, OpenPoseFolderSource, _detail, _openpose_doc_frame, _rows_to_frame
 
 LIVE_RECORD = '{"frame": i, "keypoints": [[x, y, c], ...]} or an OpenPose document {"people": [...]}'
 #: longest accepted line of a live stream (a 137-point record is ~8 KB; an OpenPose document with
@@ -322,3 +323,24 @@ class TcpSource(FrameSource):
         self._client = conn
         for other in list(self._pending):
             self._drop(other, self.BUSY)
+
+
+def open_source(spec: str, open_file: Callable[[Path, float], FrameSource], fps: float, follow: bool = False,
+                idle_seconds: float = 10.0, log: Callable[[str], None] = lambda message: None,
+                stdin: Optional[IO] = None, idle_timeout: float = 30.0) -> FrameSource:
+    """The source for a ``--keypoints`` argument: ``-`` (JSON lines on stdin), ``tcp://HOST:PORT``
+    (a loopback listener), a folder to ``follow``, or a file/folder the model family reads
+    (``open_file``, e.g. .npz/.npy/OpenPose JSON for pose2img)."""
+    if spec == "-":
+        import sys
+
+        return JsonLinesSource(stdin if stdin is not None else sys.stdin, "<stdin>")
+    if spec.startswith("tcp://"):
+        return TcpSource(spec, log, idle_timeout=idle_timeout)
+    path = Path(spec)
+    if follow:
+        if not path.is_dir():
+            raise UserError("--follow watches a folder that OpenPose writes JSON files into; this is not a folder",
+                            path)
+        return OpenPoseFolderSource(path, fps, follow=True, idle_seconds=idle_seconds)
+    return open_file(path, fps)

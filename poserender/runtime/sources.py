@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -240,26 +240,3 @@ def _openpose_doc_frame(doc: object, index: int, timestamp: float, where: str) -
     except Exception as exc:        # numbers too large for a float, ...
         return Frame(index, timestamp, bad=BadFrame(f"not a usable OpenPose document ({_detail(exc)})",
                                                     kind="decode", frame=index, path=where))
-
-
-def open_source(spec: str, open_file: Callable[[Path, float], FrameSource], fps: float, follow: bool = False,
-                idle_seconds: float = 10.0, log: Callable[[str], None] = lambda message: None,
-                stdin: Optional[IO] = None, idle_timeout: float = 30.0) -> FrameSource:
-    """The source for a ``--keypoints`` argument: ``-`` (JSON lines on stdin), ``tcp://HOST:PORT``
-    (a loopback listener), a folder to ``follow``, or a file/folder the model family reads
-    (``open_file``, e.g. .npz/.npy/OpenPose JSON for pose2img)."""
-    from .live import JsonLinesSource, TcpSource
-
-    if spec == "-":
-        import sys
-
-        return JsonLinesSource(stdin if stdin is not None else sys.stdin, "<stdin>")
-    if spec.startswith("tcp://"):
-        return TcpSource(spec, log, idle_timeout=idle_timeout)
-    path = Path(spec)
-    if follow:
-        if not path.is_dir():
-            raise UserError("--follow watches a folder that OpenPose writes JSON files into; this is not a folder",
-                            path)
-        return OpenPoseFolderSource(path, fps, follow=True, idle_seconds=idle_seconds)
-    return open_file(path, fps)

@@ -21,7 +21,8 @@ from .pipeline import StreamPipeline
 from .report import StreamOptions, StreamReport
 from .preview import ContactSheet
 from .sinks import VIDEO_CODECS, open_sink, pick_video_codec
-from .sources import FrameSource, open_source
+from .live import open_source
+from .sources import FrameSource
 
 
 @dataclasses.dataclass

@@ -288,7 +288,7 @@ def stream_through_ensemble(transport: Transport, model: str, keypoints: Union[s
     from ..runtime.pipeline import StreamPipeline
     from ..runtime.report import StreamOptions
     from ..runtime.sinks import open_sink
-    from ..runtime.sources import open_source
+    from ..runtime.live import open_source
 
     if batch < 1 or concurrency < 1:
         raise UserError(f"--batch {batch} and --concurrency {concurrency} must be at least 1")

@@ -124,7 +124,7 @@ def test_the_plan_build_records_is_the_one_render_runs(family_name, devices, rep
     `build` builds and records equal the per-frame workers the streaming pipeline starts and the
     device it runs the identity stages on. Machine facts are injected: no GPU is needed."""
     from poserender import families
-    from poserender.families import psc as psc_family
+    from poserender.families import psc_io as psc_family
     from poserender.families.pose2img import stage_specs as pose2img_specs
     from poserender.runtime.pipeline import StreamOptions, StreamPipeline
     from poserender.runtime.sources import ArraySource

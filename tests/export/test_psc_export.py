@@ -66,7 +66,7 @@ def test_every_psc_graph_passes_the_tensorrt_readiness_check(psc_export):
 def test_every_graph_runs_any_batch_on_ort_like_torch(psc_export, psc_checkpoint):
     """Batch 3 (not the exported 1 nor the verified 2) through ORT and through the torch engine."""
     from poserender.engines.select import stage_engines
-    from poserender.families.psc import verification_feeds
+    from poserender.families.psc_io import verification_feeds
     from poserender.manifest import read_manifest
 
     manifest = read_manifest(psc_export)

@@ -182,7 +182,7 @@ def _direct_frames(art: Path, image: Path, parsing: Path, xy: np.ndarray, valid:
     parsing -> frame per batch."""
     from poserender.engines.select import stage_engines
     from poserender.manifest import read_manifest
-    from poserender.families.psc import load_psc_image, load_psc_parsing
+    from poserender.families.psc_io import load_psc_image, load_psc_parsing
     from poserender.families.psc_modes import PSCModel
 
     manifest = read_manifest(art)

@@ -12,8 +12,8 @@ import pytest
 
 from poserender.errors import UserError
 from poserender.keypoints import OPENPOSE_TO_122
-from poserender.runtime.live import JsonLinesSource, TcpSource, loopback_address, parse_record
-from poserender.runtime.sources import OpenPoseFolderSource, open_source
+from poserender.runtime.live import JsonLinesSource, TcpSource, loopback_address, open_source, parse_record
+from poserender.runtime.sources import OpenPoseFolderSource
 
 
 def openpose_points(seed: int = 0) -> list:

@@ -10,7 +10,7 @@ import torch
 from poserender.keypoints.coco18 import read_psc_pose
 from poserender.models.psc import AANet, CTNet, PMNet
 from poserender.models.psc.ops import PoseHeatmaps, argmax_labels, one_hot, to_uint8_bgr
-from poserender.families.psc import stage_specs
+from poserender.families.psc_io import stage_specs
 from poserender.models.psc.stages import psc_modules
 
 from .conftest import PSC_DATA, T, one_case
@@ -22,7 +22,7 @@ def _small_nets(bn_stats: str = "sample"):
 
 
 def _inputs(size: int = 64, frames: int = 2):
-    from poserender.families.psc import verification_feeds
+    from poserender.families.psc_io import verification_feeds
 
     feeds = verification_feeds(size, size)
     kp = np.concatenate([feeds["parsing"]["target_keypoints"], feeds["interp"]["pose_a"]])[:frames]
