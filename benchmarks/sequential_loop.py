@@ -104,7 +104,7 @@ def render_sequence(engines, config: Pose2ImgConfig, source_image: Path, source_
                     stats.frames_out += len(frames)
                     progress(stats.frames_in, len(seq))
             except KeyboardInterrupt:
-                # Ctrl-C: keep what was rendered as a valid, complete file (DESIGN.md)
+                # Ctrl-C: keep what was rendered as a valid, complete file (docs/streaming.md)
                 stats.interrupted = True
                 if sink.frames_written == 0:
                     raise

@@ -5,7 +5,7 @@ network canvas (the 640 x 640 crop divided by the config's ``scale``). Keypoints
 ``(B, 122, 2)`` float tensors with a ``(B, 122)`` validity mask (1 = use the joint, 0 =
 missing). With every joint valid the results equal the reference implementation, quirks
 included (see ``../shared/fixtures/pose2img/README.md``); invalid joints are excluded from
-heat maps, limb masks and limb fits (DESIGN.md, "missing joints").
+heat maps, limb masks and limb fits (README, "Missing joints and warp modes").
 
 Nothing here loops over batch items, joints or pixels in Python: loops run over the 13
 clusters / 8 limbs only at construction time, to build index tables.
@@ -172,7 +172,7 @@ class LimbTransforms(nn.Module):
     limbs) in closed form on centred coordinates. Only joints valid in both poses take part.
     Degenerate fits follow the reference's ``np.linalg.lstsq`` minimum-norm answer when the
     target joints coincide; a limb with one usable joint gets a pure translation, and with
-    none the identity (DESIGN.md: a limb whose joints are missing keeps an identity transform).
+    none the identity (README, "Missing joints and warp modes").
     ``source`` may have batch 1 (one identity for a batch of frames).
     """
 
