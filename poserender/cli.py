@@ -16,6 +16,7 @@ from . import __version__, signals
 COMMANDS = {
     "bench": "poserender.commands.bench:bench",
     "build": "poserender.commands.build:build",
+    "cache": "poserender.commands.cache:cache",
     "demo": "poserender.commands.demo:demo",
     "demo-data": "poserender.commands.demo_data:demo_data",
     "doctor": "poserender.commands.doctor:doctor",

@@ -13,6 +13,7 @@ import platform
 import sys
 from typing import Any, Dict, Tuple
 
+from .cache import cache_root
 from .engines.machine import NOT_INSTALLED, Facts, cpu_model, nvidia_smi, probe_packages
 from .engines.registry import BACKENDS as REGISTRY, availability
 
@@ -44,7 +45,13 @@ def collect() -> Dict[str, Any]:
         "nvidia": driver,
         "backends": {name: {"usable": ok, "reason": reason}
                      for name, (ok, reason) in availability(facts).items()},
+        "cache": {"path": str(cache_root()), "bytes": _cache_bytes()},
     }
+
+
+def _cache_bytes() -> int:
+    root = cache_root()
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
 
 
 def _package_line(name: str, info: Dict[str, Any]) -> str:
@@ -82,8 +89,11 @@ def format_report(info: Dict[str, Any]) -> str:
              f"  {'python':<12} {python.get('version', '?')} ({python.get('implementation', '?')},"
              f" {python.get('executable', '?')})",
              f"  {'platform':<12} {info.get('platform', '?')}",
-             f"  {'cpu':<12} {cpu.get('model', '?')}, {cores}",
-             "packages"]
+             f"  {'cpu':<12} {cpu.get('model', '?')}, {cores}"]
+    cache = info.get("cache")
+    if cache:
+        lines.append(f"  {'cache':<12} {cache['path']} ({cache['bytes'] / 2 ** 20:.1f} MB; `poserender cache list`)")
+    lines.append("packages")
     for name, package in info.get("packages", {}).items():
         lines.append(f"  {name:<12} {_package_line(name, package)}")
     nvidia = info.get("nvidia", {})

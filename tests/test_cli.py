@@ -46,7 +46,9 @@ def test_render_mp4_from_exported_folder(tiny_inputs, tiny_model, tmp_path):
     out = tmp_path / "clip.mp4"
     result = run(*tiny_render_args(tiny_inputs, tiny_model, out, "--fps", "25"))
     assert result.exit_code == 0, result.output
-    assert "rendered 6/6 frames" in result.stdout and "backend ort-cpu" in result.stdout
+    from poserender.engines.registry import pick_auto
+
+    assert "rendered 6/6 frames" in result.stdout and f"backend {pick_auto()[0]}" in result.stdout
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="bgr24") for f in container.decode(stream)]
@@ -175,7 +177,7 @@ def test_bad_input_one_line_exit_2(case, tiny_inputs, tiny_model, tiny_checkpoin
     elif case == "not_a_checkpoint":
         model = tmp_path / "junk.pth"
         model.write_bytes(b"\x00not a checkpoint" * 10)
-        expect = ("junk.pth",)
+        expect = ("junk.pth", "is not a torch file poserender can read")
     elif case == "bad_canvas":
         config = tmp_path / "cfg.yaml"
         config.write_text(yaml.safe_dump({"POSE2IMAGE": {"HYPERPARAM": {
@@ -279,3 +281,41 @@ def test_help_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_quiet_verbose_and_the_stage_table(tiny_inputs, tiny_model, tmp_path):
+    args = tiny_render_args(tiny_inputs, tiny_model, tmp_path / "o.mp4")
+    plain = run(*args)
+    assert plain.exit_code == 0 and "rendered 6/6" in plain.stdout and "compute ms" not in plain.stderr
+    assert "(replaced)" not in plain.stdout
+    verbose = run(*args, "--verbose")
+    assert "compute ms p50/p90/p99" in verbose.stderr and "to " + str(tmp_path / "o.mp4") + " (replaced)" \
+        in verbose.stdout                                            # one rule: an earlier output is replaced, and said
+    quiet = run(*args, "--quiet")
+    assert quiet.exit_code == 0 and quiet.stdout == "" and "compute ms" not in quiet.stderr
+    assert run(*args, "--quiet", "--verbose").exit_code == 2
+
+
+def test_progress_counts_to_max_frames_with_the_time_left(monkeypatch, capsys):
+    from poserender.commands.render import StreamProgress
+
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    progress = StreamProgress()
+    progress.enabled = True
+    progress(10, 40, 5.0)
+    line = capsys.readouterr().err
+    assert "10/40" in line and "6 s left" in line
+
+
+def test_a_checkpoint_with_python_objects_is_refused_in_plain_words(tiny_inputs, tmp_path):
+    import argparse
+
+    import torch
+
+    path = tmp_path / "pickled.pth"
+    torch.save({"G": {}, "args": argparse.Namespace(lr=1)}, path)
+    result = run("export", path, "-o", tmp_path / "art")
+    assert result.exit_code == 2
+    line = [ln for ln in result.output.splitlines() if ln.startswith("poserender: error:")][0]
+    assert "holds Python objects other than tensors (argparse.Namespace), so it was not loaded" in line
+    assert "weights_only" not in line and "Re-running" not in line and not (tmp_path / "art").exists()

@@ -97,11 +97,13 @@ def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optio
         click.echo(f"reusing the FP32 export in {output} (same checkpoint, export options and poserender "
                    "version); adding INT8 graphs")
     else:
+        from ..manifest import MANIFEST
+
+        replaced = " (replaced the earlier export)" if (Path(output) / MANIFEST).is_file() else ""
         manifest = export_checkpoint(chosen, path, output, options, log=log)
         h, w = manifest["canvas"]
-        detail = {"pose2img": f"warp {manifest.get('warp_mode')}",
-                  "psc": f"AA-Net norm {manifest['config'].get('aa_norm')}"}.get(chosen.name, "")
-        click.echo(f"exported {checkpoint} -> {output}: {chosen.name} stages "
+        detail = chosen.describe(manifest)
+        click.echo(f"exported {checkpoint} -> {output}{replaced}: {chosen.name} stages "
                    f"{', '.join(s['name'] for s in manifest['stages'])}, {h}x{w}{', ' + detail if detail else ''}, "
                    f"verified with ONNX Runtime ({time.perf_counter() - started:.1f} s)")
     if int8:

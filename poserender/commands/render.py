@@ -28,11 +28,12 @@ STREAM_OPTIONS = (("-o -", "stdout"), ("--realtime", "realtime"), ("--precision"
 
 
 class StreamProgress:
-    """frames, fps (and percent when the length is known) on one stderr line, only on a terminal,
-    at most 4 times a second; never on stdout, which may carry the frames."""
+    """frames, fps (and the bar and the time left when the length is known: the input's frames, or
+    --max-frames) on one stderr line, only on a terminal, at most 4 times a second; never on
+    stdout, which may carry the frames."""
 
-    def __init__(self, label: str = "rendering"):
-        self.label, self.enabled, self.shown, self._last = label, sys.stderr.isatty(), False, 0.0
+    def __init__(self, label: str = "rendering", enabled: bool = True):
+        self.label, self.enabled, self.shown, self._last = label, enabled and sys.stderr.isatty(), False, 0.0
 
     def __call__(self, done: int, total: Optional[int], fps: float) -> None:
         now = time.monotonic()
@@ -41,10 +42,11 @@ class StreamProgress:
         self._last = now
         if total:
             filled = int(30 * min(done, total) / total)
+            eta = f", {max(0, total - done) / fps:4.0f} s left" if fps > 0 else ""
             bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}"
         else:
-            bar = f"{done} frames"
-        sys.stderr.write(f"\r{self.label} {bar} {fps:5.1f} fps ")
+            bar, eta = f"{done} frames", ""
+        sys.stderr.write(f"\r{self.label} {bar} {fps:5.1f} fps{eta} ")
         sys.stderr.flush()
         self.shown = True
 
@@ -61,7 +63,7 @@ def summary_lines(result, output: str, precision: Optional[str] = None) -> List[
     if report.interrupted:
         extra += ", interrupted"
     h, w = result.canvas_hw
-    where = "stdout" if output == "-" else report.sink.path
+    where = "stdout" if output == "-" else f"{report.sink.path}{' (replaced)' if report.sink.replaced else ''}"
     precision = f" {precision}" if precision not in (None, "fp32") else ""
     lines = [f"rendered {counts.frames_out}/{counts.frames_in} frames{extra} to {where} in {report.seconds:.1f} s "
              f"({report.fps:.1f} fps after {report.setup_seconds:.2f} s setup), backend {result.backend}{precision}, "
@@ -87,30 +89,46 @@ def summary_lines(result, output: str, precision: Optional[str] = None) -> List[
     return lines
 
 
-def run_stream(manifest, family, identity: Dict[str, Any], request, source=None, note: Optional[str] = None):
+def run_stream(manifest, family, identity: Dict[str, Any], request, source=None, note: Optional[str] = None,
+               quiet: bool = False, verbose: bool = False):
     """Render ``request`` with the model ``manifest`` of ``family`` and print the summary (stderr
-    when stdout carries the frames); exits with 128 + the signal when a signal stopped it."""
+    when stdout carries the frames; none with ``quiet``, the per-stage table too with ``verbose``
+    or --metrics); exits with 128 + the signal when a signal stopped it."""
     from .. import families
     from ..runtime.stream import render_stream
 
     adapter = family.adapter(manifest, family.check_identity(identity, families.others(family)),
                              warn=lambda message: log(f"poserender: warning: {message}"))
-    progress = StreamProgress()
+    progress = StreamProgress(enabled=not quiet)
     try:
         result = render_stream(manifest, adapter, request, torch_stages=family.torch_stage, source=source, log=log,
                                progress=progress)
     finally:
         progress.finish()
     to_stdout = str(request.output) == "-"
-    for line in summary_lines(result, str(request.output), request.precision) + ([note] if note else []):
-        click.echo(line, err=to_stdout)
-    for line in result.report.metrics.table():
-        click.echo(line, err=True)
+    if not quiet:
+        for line in summary_lines(result, str(request.output), request.precision) + ([note] if note else []):
+            click.echo(line, err=to_stdout)
+    if verbose or (request.metrics is not None and not quiet):
+        for line in result.report.metrics.table():
+            click.echo(line, err=True)
     if to_stdout and getattr(result.report.sink, "format", None) == "raw":
         _quiet_stdout()
     if result.report.interrupted:
         sys.exit(result.report.exit_code)
     return result
+
+
+def _family_of(model: Path):
+    """The family of an exported folder (from its manifest) or of a checkpoint (detected)."""
+    from .. import families
+    from ..manifest import MANIFEST, read_manifest
+
+    if (model / MANIFEST).is_file():
+        return families.of(read_manifest(model, verify=False))
+    if not model.exists():
+        raise UserError("not found; expected an exported model folder or a checkpoint", model)
+    return families.detect(model)
 
 
 def _quiet_stdout() -> None:
@@ -181,7 +199,10 @@ def _quiet_stdout() -> None:
               help="With --follow, end when no new file appeared for this many seconds.")
 @click.option("--preview", type=click.Path(), help="Also write a contact sheet PNG of every Nth frame, e.g. sheet.png.")
 @click.option("--preview-every", default=25, show_default=True, help="N for --preview.")
-@click.option("--metrics", type=click.Path(), help="Write per-stage timings, counts and fps as JSON, e.g. m.json.")
+@click.option("--metrics", type=click.Path(), help="Write per-stage timings, counts and fps as JSON, e.g. m.json "
+              "(the per-stage table is printed too).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors (no progress, no summary).")
+@click.option("--verbose", "-v", is_flag=True, help="Also print the per-stage table (compute and queue times).")
 @click.option("--psc-data", type=click.Path(), help="PSC: reference layout folder with I0/ S0/ P0/ P1/ (e.g. "
               "psc/data/test): one image per sample and --t value, written into -o FOLDER.")
 @click.option("--t", "t_values", help="PSC, with --psc-data: interpolation values (default 0.2,0.4,0.6,0.8,1); "
@@ -194,7 +215,7 @@ def _quiet_stdout() -> None:
 @user_errors
 def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend, precision, fmt, fps, audio, codec,
            batch, max_wait_ms, on_bad_frame, max_frames, max_gap, idle_timeout, devices, replicate, realtime, late,
-           follow, follow_timeout, preview, preview_every, metrics, **family_options) -> None:
+           follow, follow_timeout, preview, preview_every, metrics, quiet, verbose, **family_options) -> None:
     """Render KEYPOINTS with the appearance of SOURCE, through the streaming pipeline.
 
     MODEL is a folder from `poserender export`, a pose2img checkpoint (.pth) with --config, or a
@@ -234,9 +255,25 @@ def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend,
                           ("--audio", audio)):
         if value is not None and value != "-" and not str(value).startswith("tcp://") and not Path(value).exists():
             raise UserError(f"{option} not found", value)
-    model_dir = model_dir_for(model, {"config": config, "scale": scale, "warp_mode": warp_mode, "aa_norm": aa_norm})
+    # Everything is checked against the model's family before a checkpoint is exported (which takes
+    # minutes for the published nets): the family of an exported folder, or of the checkpoint.
+    family = _family_of(Path(model))
+    export_options = {"config": config, "scale": scale, "warp_mode": warp_mode, "aa_norm": aa_norm}
+    mode = family.render_mode({k: v for k, v in family_options.items() if v not in (None, False, ())}, Path(model))
+    given = {"stdout": output == "-", "realtime": realtime, "precision": precision != "fp32", "follow": follow,
+             "preview": preview, "metrics": metrics, "devices": devices, "replicate": replicate}
+    if mode is None:
+        if not keypoints:
+            raise UserError(f"a {family.name} model needs --keypoints (the target poses) besides "
+                            f"{', '.join(i.option for i in family.identity_inputs)}")
+        family.check_identity(identity, families.others(family))
+    else:
+        conflicts = [name if name != "--precision" else f"--precision {precision}"
+                     for name, key in STREAM_OPTIONS if given[key] and key not in mode.stream_options]
+        if conflicts:
+            raise UserError(f"{', '.join(conflicts)} apply to pose streams (--keypoints); not to {mode.option}")
+    model_dir = model_dir_for(model, export_options)
     manifest = read_manifest(model_dir)
-    family = families.of(manifest)
     request = RenderRequest(
         keypoints=keypoints, output=output, backend=backend, precision=None if precision == "fp32" else precision,
         fmt=fmt, audio=Path(audio) if audio else None, codec=codec, devices=devices,
@@ -245,28 +282,20 @@ def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend,
         follow=follow, follow_timeout=follow_timeout, idle_timeout=idle_timeout,
         preview=Path(preview) if preview else None, preview_every=preview_every,
         metrics=Path(metrics) if metrics else None)
-    mode = family.render_mode({k: v for k, v in family_options.items() if v not in (None, False, ())}, model_dir)
+    if quiet and verbose:
+        raise UserError("--quiet and --verbose contradict each other; give one")
     if mode is None:
-        if not keypoints:
-            raise UserError(f"a {family.name} model needs --keypoints (the target poses) besides "
-                            f"{', '.join(i.option for i in family.identity_inputs)}")
-        run_stream(manifest, family, identity, request)
+        run_stream(manifest, family, identity, request, quiet=quiet, verbose=verbose)
         return
-    given = {"stdout": output == "-", "realtime": realtime, "precision": precision != "fp32", "follow": follow,
-             "preview": preview, "metrics": metrics, "devices": devices, "replicate": replicate}
-    conflicts = [name if name != "--precision" else f"--precision {precision}"
-                 for name, key in STREAM_OPTIONS if given[key] and key not in mode.stream_options]
-    if conflicts:
-        raise UserError(f"{', '.join(conflicts)} apply to pose streams (--keypoints); not to {mode.option}")
     if mode.source is None:                   # a mode of its own (not a stream)
         progress = Progress("rendering")
         try:
             lines = mode.run(manifest, identity, request, log, progress)
         finally:
             progress.finish()
-        for line in lines:
+        for line in lines if not quiet else ():
             click.echo(line)
         sys.stdout.flush()
         return
     source, note = mode.source(manifest, identity, request, log)
-    run_stream(manifest, family, identity, request, source=source, note=note)
+    run_stream(manifest, family, identity, request, source=source, note=note, quiet=quiet, verbose=verbose)

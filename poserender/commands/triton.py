@@ -70,9 +70,12 @@ def triton(model_dir, output, devices, max_batch, preferred_batch, queue_delay_u
                             max_batch=max_batch, preferred_batch=preferred_batch, queue_delay_us=queue_delay_us,
                             backend=backend, name=name, precision=precision, cache_source=cache_source,
                             python_engine=python_engine, threads=threads)
+    from ..triton.contract import METADATA
+
+    replaced = " (replaced the earlier one)" if (Path(output) / METADATA).is_file() else ""
     metadata = generate_repository(Path(model_dir), Path(output), options, log=log)
     models = ", ".join(s["model"] for s in metadata["stages"])
-    click.echo(f"wrote Triton repository {output}: ensemble {metadata['ensemble']!r} "
+    click.echo(f"wrote Triton repository {output}{replaced}: ensemble {metadata['ensemble']!r} "
                f"({' -> '.join(metadata['chain'])}), models {models}")
 
 

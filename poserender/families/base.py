@@ -78,7 +78,6 @@ class ExportPlan:
 
     stages: List[ExportStage]
     manifest: Dict[str, Any]
-    description: str = ""
     finish: Optional[Callable[[Dict[str, Any], Path], None]] = None
 
 
@@ -164,6 +163,10 @@ class Family(abc.ABC):
     def training(self, options: Mapping[str, Any]) -> TrainingPlan:
         """The training run ``options`` (the family's ``poserender train`` options) describe."""
         raise UserError(f"poserender has no trainer for {self.name} models")
+
+    def describe(self, manifest: Mapping[str, Any]) -> str:
+        """A few words on what sets this export apart, for the export's summary line."""
+        return ""
 
     def verification_inputs(self, manifest: Mapping[str, Any]) -> Feed:
         """Realistic values for stage inputs (a smooth image, template poses) by tensor name, for

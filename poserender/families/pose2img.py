@@ -226,9 +226,10 @@ class Pose2ImgFamily(Family):
             config = Pose2ImgConfig.from_dict(meta["config"])
         info = {"path": str(Path(checkpoint).resolve()), "sha256": sha256_file(checkpoint),
                 "meta": {k: v for k, v in meta.items() if k != "config"}}
-        plan = generator_plan(generator, config, resolve_warp_mode(options.get("warp_mode"), meta), info)
-        plan.description = f"warp {plan.manifest['warp_mode']}"
-        return plan
+        return generator_plan(generator, config, resolve_warp_mode(options.get("warp_mode"), meta), info)
+
+    def describe(self, manifest: Mapping[str, Any]) -> str:
+        return f"warp {manifest.get('warp_mode')}"
 
     def cache_key(self, checkpoint: Path, options: Mapping[str, Any]):
         import json

@@ -95,6 +95,9 @@ class PSCFamily(Family):
 
         return psc_plan(checkpoint, options.get("aa_norm") or "authors", options.get("size") or 256, log)
 
+    def describe(self, manifest: Mapping[str, Any]) -> str:
+        return f"AA-Net norm {manifest['config'].get('aa_norm')}"
+
     def render_mode(self, options: Mapping[str, Any], model_dir: Path):
         from .psc_modes import select_mode
 

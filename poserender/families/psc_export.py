@@ -113,4 +113,4 @@ def psc_plan(checkpoint_dir: Path, aa_norm: str = "authors", size: int = 256, lo
                 "bn_stats": bn_stats,
                 "checkpoint": {"path": str(Path(checkpoint_dir).resolve()),
                                "sha256": {name: sha256_file(path) for name, path in files.items()}}}
-    return ExportPlan(stages, manifest, description=f"AA-Net norm {aa_norm}", finish=finish)
+    return ExportPlan(stages, manifest, finish=finish)

@@ -26,17 +26,41 @@ def _strip_prefix(state: Mapping[str, Any]) -> Dict[str, Any]:
     return dict(state)
 
 
+def safe_load(path: Union[str, Path], expected: str) -> Any:
+    """``torch.load`` with ``weights_only=True``; every failure is one line in poserender's words.
+
+    A file holding Python objects other than tensors and plain containers is refused by torch
+    before anything runs; that is said plainly (torch's own text reads like advice to turn the
+    check off, which would let the file run arbitrary code), with what a valid checkpoint holds.
+    """
+    import pickle
+    import re
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise UserError(f"holds Python objects other than tensors ({found.group(1)}), so it was not loaded (for "
+                            f"safety: loading them could run code from the file); expected {expected}: tensors in "
+                            "plain dicts and lists, as torch.save(model.state_dict(), ...) writes", path) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+        raise UserError(f"is not a torch file poserender can read ({detail.group(1).strip() if detail else 'damaged'})"
+                        f"; expected {expected}", path) from None
+    except Exception as exc:  # torch raises many types for corrupt/unsupported files
+        raise UserError(f"cannot read it as a torch file ({_first_line(exc)}); expected {expected}", path) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
+
+
 def load_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Return ``(generator_state_dict, metadata)``; metadata is ``{}`` for reference checkpoints."""
     path = Path(path)
     if not path.is_file():
         raise UserError("checkpoint not found; expected a .pth with {'G': state_dict}", path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/unsupported files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"cannot read checkpoint ({first}); expected a torch .pth with {{'G': state_dict}}",
-                        path) from None
+    ckpt = safe_load(path, "a Pose2Img checkpoint {'G': state_dict}")
     if not isinstance(ckpt, Mapping) or "G" not in ckpt or not isinstance(ckpt["G"], Mapping):
         keys = sorted(ckpt.keys())[:6] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise UserError(f"has no generator state dict under 'G' (found {keys}); "

@@ -4,6 +4,11 @@ Frames are numpy uint8 arrays shaped (B, H, W, 3) in BGR channel order (OpenCV c
 the frame stage outputs them. Output is written under a temporary name beside the target and
 renamed onto it when complete, so a file or folder with the final name is always whole;
 ``abort()`` (or an exception inside ``with``) removes the partial output.
+
+The rule for an output that exists already, the same for every output poserender writes: it is
+replaced when the new one is complete, and the summary says so (``SinkSummary.replaced``); a
+frame folder holding anything but numbered frames is never replaced (those files are not
+poserender's to delete).
 """
 from __future__ import annotations
 
@@ -50,12 +55,13 @@ class SinkSummary:
     frames_written: int
     seconds: Optional[float] = None
     audio_seconds: Optional[float] = None
+    replaced: bool = False          # an earlier output of that name was replaced
 
     def __str__(self) -> str:
         extra = "" if self.seconds is None else f", {self.seconds:.2f} s"
         if self.audio_seconds is not None:
             extra += f", audio {self.audio_seconds:.2f} s"
-        return f"wrote {self.frames_written} frames{extra} to {self.path}"
+        return f"wrote {self.frames_written} frames{extra} to {self.path}" + (" (replaced)" if self.replaced else "")
 
 
 class FrameSink(abc.ABC):
@@ -193,9 +199,10 @@ class Mp4Sink(FrameSink):
             audio_seconds = self._audio.samples_sent / self._audio.rate
         self._container.mux(self._video.encode(None))
         self._container.close()
+        replaced = self.path.exists()
         os.replace(self._tmp_path, self.path)
         return SinkSummary(self.path, self.format, self.frames_written,
-                           float(self.frames_written / self.fps), audio_seconds)
+                           float(self.frames_written / self.fps), audio_seconds, replaced)
 
     def _abort_impl(self) -> None:
         try:
@@ -247,10 +254,10 @@ class RawStdoutSink(FrameSink):
 class ImageFolderSink(FrameSink):
     """A folder of numbered images (``000000.png``, ...), built in ``<out>.partial-XXXX/``."""
 
-    def __init__(self, path: Path, fmt: str, overwrite: bool = False):
+    def __init__(self, path: Path, fmt: str):
         super().__init__(path)
-        self.format, self.overwrite = fmt, overwrite
-        _check_folder_target(path, overwrite)
+        self.format = fmt
+        _check_folder_target(path)
         self._params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == "jpg" else []
         path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp_dir = temp_dir_beside(path)
@@ -263,26 +270,25 @@ class ImageFolderSink(FrameSink):
             self.frames_written += 1
 
     def _close_impl(self) -> SinkSummary:
-        _check_folder_target(self.path, self.overwrite)  # it may have changed since open
+        _check_folder_target(self.path)  # it may have changed since open
+        replaced = self.path.is_dir() and any(self.path.iterdir())
         if self.path.is_dir():
-            shutil.rmtree(self.path)  # empty, or (overwrite) holding only numbered frames
+            shutil.rmtree(self.path)  # empty, or holding only numbered frames
         os.replace(self._tmp_dir, self.path)
-        return SinkSummary(self.path, self.format, self.frames_written)
+        return SinkSummary(self.path, self.format, self.frames_written, replaced=replaced)
 
     def _abort_impl(self) -> None:
         shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
 
-def _check_folder_target(path: Path, overwrite: bool) -> None:
-    """Refuse a file, or a non-empty folder unless overwrite and it holds only numbered frames."""
+def _check_folder_target(path: Path) -> None:
+    """Refuse a file, or a folder holding anything but numbered frames (an earlier render's frames
+    are replaced)."""
     if path.is_dir():
         entries = list(path.iterdir())
-        if entries and not overwrite:
-            raise UserError(f"output folder exists and is not empty ({len(entries)} entries); "
-                            "choose another folder or allow overwriting", path)
         if not all(_FRAME_FILE.match(e.name) and e.is_file() for e in entries):
-            raise UserError("output folder holds files other than numbered frames "
-                            "(000000.png, ...); refusing to overwrite it", path)
+            raise UserError("output folder holds files other than numbered frames (000000.png, ...); refusing "
+                            "to replace it: choose a new or empty folder", path)
     elif path.exists():
         raise UserError("output exists and is not a folder; expected a folder for image frames", path)
 
@@ -333,16 +339,15 @@ def _resolve_format(path: PathLike, fmt: Optional[str]) -> str:
 
 def open_sink(path: PathLike, fmt: Optional[str] = None, fps: float = 15.0,
               audio: Optional[PathLike] = None, *, codec: str = "libx264", crf: int = 18,
-              codec_options: Optional[Mapping[str, str]] = None,
-              overwrite: bool = False) -> FrameSink:
+              codec_options: Optional[Mapping[str, str]] = None) -> FrameSink:
     """Open a sink for BGR uint8 frames at ``path``; use it as a context manager.
 
     fmt: "mp4" | "png" | "jpg"; None infers it (``.mp4`` -> mp4; no suffix, a trailing ``/`` or
     an existing folder -> png). png/jpg write a folder of numbered files. fps: video frame rate,
     also used to keep the audio in sync. audio: a file with an audio stream, muxed into the mp4
     as AAC and cut to the video's duration. crf: H.264 quality, 0-51, lower is better (``cq``
-    for h264_nvenc); codec_options go to the encoder and override these defaults. overwrite
-    lets a png/jpg folder replace one that holds only numbered frames. Every check on the
+    for h264_nvenc); codec_options go to the encoder and override these defaults. An existing
+    output is replaced when the new one is complete (see the module doc). Every check on the
     user's input, the audio file included, happens here, before any output is created.
     """
     if str(path) == STDOUT or fmt == "raw":
@@ -372,7 +377,7 @@ def open_sink(path: PathLike, fmt: Optional[str] = None, fps: float = 15.0,
     track = None if audio is None else AudioTrack(Path(audio))
     try:
         if fmt != "mp4":
-            return ImageFolderSink(target, fmt, overwrite=overwrite)
+            return ImageFolderSink(target, fmt)
         options = {"crf": str(crf)} if codec == "libx264" else {"rc": "vbr", "cq": str(int(crf))}
         options.update(codec_options or {})
         return Mp4Sink(target, rate, audio=track, codec=codec, codec_options=options)

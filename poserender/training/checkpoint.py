@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 
 from ..errors import UserError
+from ..models.checkpoint import safe_load
 from ..fileio import temp_file_beside
 from ..models.checkpoint import META_KEY
 
@@ -73,11 +74,7 @@ def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError("checkpoint not found; expected a .pth written by poserender train", path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/unsupported files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"cannot read checkpoint ({first})", path) from None
+    return safe_load(path, "a checkpoint written by poserender train")
 
 
 def resumable(payload: Dict[str, Any], path: Union[str, Path], family: str) -> Dict[str, Any]:

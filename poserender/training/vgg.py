@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.checkpoint import safe_load
 
 #: torchvision's VGG19 'E' configuration up to relu5_1 (features index 29)
 _LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
@@ -61,10 +62,7 @@ def load_vgg19(path: Union[str, Path]) -> VGG19Features:
     expected = "a torchvision VGG19 state dict (e.g. vgg19-dcbb9e9d.pth)"
     if not path.is_file():
         raise UserError(f"not found; expected {expected}", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/unsupported files
-        raise UserError(f"cannot read ({type(exc).__name__}); expected {expected}", path) from None
+    state = safe_load(path, expected)
     if not isinstance(state, dict):
         raise UserError(f"holds a {type(state).__name__}; expected {expected}", path)
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}

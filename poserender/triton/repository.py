@@ -58,7 +58,7 @@ from .contract import (BACKENDS, CLIENT_PARAMETER, ENSEMBLE_PLATFORM, FORMAT_VER
                        ONNX_PLATFORM, PLAN_PLATFORM, PYTHON_BACKEND, PYTHON_ENGINES, TRITON_DTYPES, batchable,
                        model_names)
 from .pbtxt import Enum, to_pbtxt
-from .validate import validate_repository
+from .validate import model_config_module, validate_repository
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -292,12 +292,23 @@ def choose_engine(model_dir: Path, manifest: Mapping[str, Any], entry: Mapping[s
 
 # --- the repository -----------------------------------------------------------------------------
 
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """A hard link where the repository is on the export's filesystem (a 500 MB graph is not
+    copied; the export's files are never written in place, so the link stays the exported bytes),
+    else a copy."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
 def generate_repository(model_dir: Union[str, Path], out_dir: Union[str, Path], options: TritonOptions,
                         log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
     """Write the repository for an exported ``model_dir`` into ``out_dir`` (built in a temporary
     sibling, validated, then renamed into place; an earlier repository there is replaced).
     Returns the metadata written to ``poserender_triton.json``."""
     options.check()
+    model_config_module()       # the check at the end needs Triton's schema: say so before any work
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     manifest = read_manifest(model_dir)
     # the ensemble runs the family's identity stages, then its per-frame stages; others (PSC's interp)
@@ -335,7 +346,7 @@ def generate_repository(model_dir: Union[str, Path], out_dir: Union[str, Path], 
                 python_backend.write_stage_files(folder / "1", model_dir, manifest, entries[stage])
             else:
                 for dest, src in engine.files.items():
-                    shutil.copyfile(src, folder / "1" / dest)
+                    _link_or_copy(Path(src), folder / "1" / dest)
             config = stage_config(names[stage], spec, engine, options, cache=options.cache_source and
                                   stage_runs(entries[stage]) == PER_IDENTITY)
             (folder / "config.pbtxt").write_text(to_pbtxt(config) + "\n")

@@ -1,7 +1,7 @@
 """How `build_plan` drives the TensorRT builder, checked on a CPU against a stand-in `tensorrt`
 module shaped like the real Python API (names and signatures as in NVIDIA/TensorRT
 python/src/infer/pyCore.cpp / pyGraph.cpp and onnx-tensorrt's pyOnnx bindings; see
-/tmp/readme_drafts/gpu_api_audit.md). The real builder is exercised by the `trt`-marked tests.
+docs/gpu_api_audit.md). The real builder is exercised by the `trt`-marked tests.
 
 The stand-in is deliberately strict where TensorRT is: TensorRT 11 has no FP16/BF16/
 OBEY_PRECISION_CONSTRAINTS builder flags, ``set_timing_cache`` returns False for a cache it

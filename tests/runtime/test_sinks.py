@@ -196,19 +196,28 @@ def test_jpg_folder(tmp_path):
     assert np.abs(image[40, 40].astype(int) - RED).max() < 8
 
 
-def test_non_empty_folder_is_refused_unless_overwrite(tmp_path):
+def test_an_earlier_frame_folder_is_replaced_and_a_foreign_one_refused(tmp_path):
     out = tmp_path / "frames"
     out.mkdir()
     (out / "000000.png").write_bytes(b"x")
-    with pytest.raises(UserError, match="not empty"):
-        open_sink(out, fmt="png")
-    assert leftovers(tmp_path) == []
-    with open_sink(out, fmt="png", overwrite=True) as sink:
-        sink.write(colour_frames(2))
-    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png"]
+    (out / "000007.png").write_bytes(b"x")
+    sink = open_sink(out, fmt="png")
+    sink.write(colour_frames(2))
+    summary = sink.close()
+    assert summary.replaced and "(replaced)" in str(summary)
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png"]      # no stale frame 7
     (out / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="other than numbered frames"):
-        open_sink(out, fmt="png", overwrite=True)
+        open_sink(out, fmt="png")
+    assert (out / "notes.txt").read_text() == "mine" and leftovers(tmp_path) == []
+
+
+def test_an_earlier_mp4_is_replaced_and_the_summary_says_so(tmp_path):
+    out = tmp_path / "o.mp4"
+    for replaced in (False, True):
+        sink = open_sink(out)
+        sink.write(colour_frames(2))
+        assert sink.close().replaced is replaced
 
 
 @pytest.mark.parametrize("make_audio, message", [

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...errors import UserError
+from ..checkpoint import safe_load
 from .aa_net import AANet
 from .ct_net import CTNet
 from .pm_net import PMNet
@@ -30,11 +31,7 @@ def is_psc_checkpoint_dir(path: Union[str, Path]) -> bool:
 def _read_state(path: Path) -> Dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"not found; a PSC checkpoint folder holds {', '.join(CHECKPOINT_FILES.values())}", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/unsupported files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"cannot read checkpoint ({first}); expected a torch state dict", path) from None
+    state = safe_load(path, "a torch state dict")
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
