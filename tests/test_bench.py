@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from poserender import families  # noqa: E402
 from poserender import bench
 from poserender.cli import main
-from poserender.commands.bench import CSV_COLUMNS
+from poserender.bench.report import CSV_COLUMNS
 from poserender.errors import UserError
 from poserender.flops import onnx_graph_flops
 
@@ -43,11 +43,16 @@ def test_grid_parsing():
     assert bench.parse_names("frame,stream", "--stage", bench.STAGES) == ["frame", "stream"]
     with pytest.raises(UserError, match="did you mean frame"):
         bench.parse_names("frmae", "--stage", bench.STAGES)
-    assert bench.layouts([], False) == [("default", None, [None])]
-    assert bench.layouts(["0", "1"], False) == [("split 0>1", "0", ["1"])]
-    assert bench.layouts(["0", "1"], True) == [("replicate 0,1", "0", ["0", "1"])]
-    with pytest.raises(UserError, match="two devices"):
-        bench.layouts(["0", "1", "2"], False)
+    stages = [{"name": "source", "runs": "per_identity"}, {"name": "frame", "runs": "per_frame"}]
+    default = bench.layout([], False, stages)
+    assert default.label == "default" and default.slots("source") == default.slots("frame") == (None,)
+    split = bench.layout(["0", "1"], False, stages)
+    assert split.label == "split 0>1" and split.slots("source") == ("0",) and split.slots("frame") == ("1",)
+    replicated = bench.layout(["0", "1"], True, stages)
+    assert replicated.label == "replicate 0,1"
+    assert replicated.slots("source") == ("0",) and replicated.slots("frame") == ("0", "1")
+    with pytest.raises(UserError, match="at most one device per stage"):      # a split of 2 stages over 3
+        bench.layout(["0", "1", "2"], False, stages)
 
 
 def test_bad_options_are_one_line_errors(tiny_model):
@@ -64,13 +69,15 @@ def test_backend_status_names_why_each_is_skipped(monkeypatch):
         "torch": (True, "torch on CPU"), "ort-cpu": (True, "CPUExecutionProvider"),
         "ort-cuda": (False, "no CUDA device"), "trt": (False, "tensorrt not installed"),
         "torch-cuda": (False, "CPU-only build"), "ort-trt": (False, "no CUDA device")})
-    status = bench.backend_status(["ort-cpu", "trt", "ort-cuda", "onnx-cpu"])
+    status = bench.backend_status(["ort-cpu", "trt", "ort-cuda"])
     assert status["ort-cpu"] == (True, "CPUExecutionProvider")
     for name in ("trt", "ort-cuda"):
         usable, reason = status[name]
         assert not usable and reason   # the machine's reason, or that this build has no engine for it
     assert "tensorrt not installed" in status["trt"][1]
-    assert not status["onnx-cpu"][0] and "unknown backend" in status["onnx-cpu"][1]
+    with pytest.raises(UserError, match=r"unknown backend; known: torch.*\(did you mean ort-cpu\?\)"):
+        bench.parse_backends("ort-cpu,onnx-cpu")          # a typo is an error, not a row
+    assert bench.parse_backends("all") == list(bench.known_backends())
     assert set(bench.known_backends()) >= {"torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "torch-cuda"}
 
 
@@ -166,7 +173,7 @@ def bench_run(tmp_path_factory, tiny_checkpoint):
     out = tmp_path_factory.mktemp("bench")
     with pytest.MonkeyPatch.context() as patch:   # module scope: the autouse cache fixture is per test
         patch.setenv("POSERENDER_CACHE", str(out / "cache"))
-        result = run("bench", tiny_checkpoint, "--backend", "ort-cpu,torch,trt,no-such", "--batch", "1,2",
+        result = run("bench", tiny_checkpoint, "--backend", "ort-cpu,torch,trt", "--batch", "1,2",
                      "--stage", "frame,source", "--precision", "fp32,fp16", "--baseline", "reference",
                      "--peak-seconds", "0.2", *FAST, "--json", out / "r.json", "--csv", out / "r.csv",
                      "--plot", out / "r.png")
@@ -200,9 +207,15 @@ def test_json_has_environment_method_flops_and_rows(bench_run):
 def test_unusable_backends_and_precisions_are_skipped_with_reasons(bench_run):
     text, result, _ = bench_run
     skipped = {(r["backend"], r["precision"]): r["reason"] for r in result["rows"] if r["status"] == "skipped"}
-    assert skipped[("trt", "*")] and "unknown backend" in skipped[("no-such", "*")]
+    assert skipped[("trt", "*")]
     assert "fp32" in skipped[("ort-cpu", "fp16")]          # the model is fp32; no fp16 engine on this build
-    assert "skipped trt" in text.stdout and "skipped no-such" in text.stdout
+    assert "skipped trt" in text.stdout
+
+
+def test_an_unknown_backend_is_a_user_error(tiny_model):
+    result = run("bench", tiny_model, "--backend", "ort-cpu,no-such", *FAST)
+    assert_user_error(result, "--backend 'no-such': unknown backend; known: torch", "ort-cpu", "trt")
+    assert_user_error(run("bench", tiny_model, "--backend", "ort-cpux", *FAST), "did you mean ort-cpu?")
 
 
 def test_baseline_row_and_speedups(bench_run):
@@ -231,22 +244,19 @@ def test_csv_and_plot_are_written(bench_run):
 
 def test_reference_baseline_makes_the_fast_paths_frames(tiny_model, tiny_checkpoint):
     """The baseline (full forward per frame) and the deployed frame stage render the same frames."""
-    from poserender.config import Pose2ImgConfig
     from poserender.engines.select import stage_engines
     from poserender.manifest import read_manifest
 
     manifest = read_manifest(tiny_model)
-    inputs = bench.load_inputs(Pose2ImgConfig.from_dict(manifest["config"]), frames=3)
+    inputs = bench.load_inputs(manifest, frames=3)
     baseline = bench.ReferenceBaseline(manifest, inputs, threads=1)
     _, reference = baseline.step(np.arange(3))
     assert reference.shape == (3, 64, 64, 3) and reference.dtype == np.uint8 and reference.std() > 5
     for backend in ("ort-cpu", "torch"):
         _, (source, frame) = stage_engines(tiny_model, manifest, backend, torch_stages=families.of(manifest).torch_stage)
         with source, frame:
-            feed = {"source_keypoints": inputs.source_keypoints, "source_valid": inputs.source_valid,
-                    **source.infer(inputs.source_feed(1)), "target_keypoints": inputs.target_keypoints[:3],
-                    "target_valid": inputs.target_valid[:3]}
-            fast = frame.infer(feed)["frames"]
+            inputs.adapter.run_identity({"source": source})
+            fast = frame.infer(inputs.adapter.prepare(inputs.frames[:3]))["frames"]
         check = bench.frame_agreement(dict(enumerate(reference)), dict(enumerate(fast)))
         assert check["passed"] and check["max_abs_diff"] <= 1, (backend, check)
 
@@ -337,3 +347,72 @@ def test_int8_rows_report_speedup_and_quality_beside_fp32(int8_tiny_model, tmp_p
     with open(tmp_path / "r.csv") as f:
         line = next(row for row in csv.DictReader(f) if row["precision"] == "int8" and row["status"] == "ok")
     assert float(line["speedup_vs_fp32"]) > 0 and float(line["ssim_vs_fp32"]) > 0.9
+
+
+# -- inputs given as files, as render takes them ----------------------------------------------------
+def test_pose2img_inputs_from_files_go_through_the_adapter(tiny_model, tiny_inputs, tmp_path):
+    identity = ["--source", tiny_inputs / "source.png", "--source-keypoints", tiny_inputs / "source.npy"]
+    result = run("bench", tiny_model, "--backend", "ort-cpu", "--batch", "2", "--stage", "frame", *identity,
+                 "--keypoints", tiny_inputs / "targets.npy", "--peak-seconds", "0", *FAST, "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["inputs"]["source_keypoints"] == str(tiny_inputs / "source.npy")
+    assert saved["inputs"]["target_frames"] == 4 and "0 bad frames" in saved["inputs"]["targets"]
+    assert [r["status"] for r in saved["rows"]] == ["ok"]
+    # the identity and the targets go together, checked by the family (render's messages)
+    assert_user_error(run("bench", tiny_model, *identity, *FAST), "--keypoints (the target poses) goes with "
+                      "--source, --source-keypoints")
+    assert_user_error(run("bench", tiny_model, "--keypoints", tiny_inputs / "targets.npy", *FAST),
+                      "a pose2img model needs --source", "missing --source, --source-keypoints")
+    assert_user_error(run("bench", tiny_model, *identity, "--source-parsing", tiny_inputs / "source.png",
+                          "--keypoints", tiny_inputs / "targets.npy", *FAST), "--source-parsing is for psc models")
+
+
+# -- another family: PSC (identity stage source; per-frame stages parsing, then frame) --------------
+@pytest.fixture(scope="module")
+def psc_model(tmp_path_factory, tiny_psc_builders):
+    """A 64 x 64 PSC export of random-weight nets, an I0 image, an S0 parsing and 5 csv poses."""
+    from poserender.export.exporter import export_checkpoint
+    from poserender.keypoints.coco18 import template_pose, write_psc_csv
+
+    root = tmp_path_factory.mktemp("bench_psc")
+    export_checkpoint(families.get("psc"), tiny_psc_builders.checkpoint(11), root / "art", {"size": 64})
+    tiny_psc_builders.identity(root / "i0.png", root / "s0.png", 64)
+    (root / "poses").mkdir()
+    for i in range(5):
+        write_psc_csv(root / "poses" / f"{i}.csv", template_pose(64, 64) + [i, -i])
+    return root
+
+
+def test_psc_frame_and_stream_cells_from_files(psc_model, tmp_path):
+    result = run("bench", psc_model / "art", "--backend", "ort-cpu", "--batch", "2", "--stage", "frame,stream",
+                 "--source", psc_model / "i0.png", "--source-parsing", psc_model / "s0.png",
+                 "--keypoints", psc_model / "poses", "--peak-seconds", "0", *FAST, "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["models"][0]["family"] == "psc" and saved["inputs"]["source_parsing"] == str(psc_model / "s0.png")
+    rows = {r["stage"]: r for r in saved["rows"]}
+    assert rows["frame"]["status"] == rows["stream"]["status"] == "ok", saved["rows"]
+    frame = rows["frame"]
+    assert list(frame["compute_ms"]) == ["parsing", "frame"] and min(frame["compute_ms"].values()) > 0
+    counted = saved["flops"]["per_stage_at_batch_1"]["64x64"]
+    assert set(counted) == {"source", "interp", "parsing", "frame"}
+    assert frame["flops_per_frame"] > max(counted["parsing"]["flops"], counted["frame"]["flops"])  # both stages
+    stream = rows["stream"]
+    assert stream["frames_per_stream"] == 4 and stream["runs"] >= 3 and stream["fps"] > 0
+    assert {"parsing", "frame"} <= set(stream["compute_ms"])
+
+
+def test_psc_default_inputs_source_cells_and_no_baseline(psc_model, tmp_path):
+    result = run("bench", psc_model / "art", "--backend", "ort-cpu", "--batch", "1", "--stage", "source,all,stream",
+                 "--baseline", "reference", "--peak-seconds", "0", *FAST, "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["inputs"]["source_parsing"].startswith("synthetic") and saved["inputs"]["target_frames"] == 4
+    rows = {r["stage"]: r for r in saved["rows"]}
+    base = rows["full"]
+    assert base["status"] == "skipped" and base["is_baseline"] and "a psc model has none" in base["reason"]
+    assert rows["source"]["status"] == "ok" and list(rows["source"]["compute_ms"]) == ["source"]
+    assert rows["all"]["status"] == "ok" and list(rows["all"]["compute_ms"]) == ["source", "parsing", "frame"]
+    assert rows["stream"]["status"] == "ok" and rows["stream"]["frames_per_stream"] == 4
+    assert rows["source"]["speedup"] is None and rows["all"]["speedup"] is None        # no baseline ran
