@@ -117,20 +117,20 @@ def default_inputs(manifest: Mapping[str, Any], frames: Optional[int] = None) ->
     identity: Dict[str, np.ndarray] = {}
     per_frame: Dict[str, np.ndarray] = {}
     constants: Dict[str, np.ndarray] = {}
-    produced = set()        # outputs of the stages before (the pipeline feeds them) and inputs already taken
+    known = set()       # outputs of the stages before (the pipeline feeds them) and inputs already taken
     for name in family.identity_stages + family.frame_stages:
         spec, feed = specs[index[name]], stage_feeds(manifest, index[name], {})
         for tensor in spec.inputs:
-            if tensor.name in produced:
+            if tensor.name in known:
                 continue
-            produced.add(tensor.name)
+            known.add(tensor.name)
             batched = bool(tensor.shape) and tensor.shape[0] == "batch"
             value = np.ascontiguousarray(feed[tensor.name])
             if name in family.identity_stages:
                 identity[tensor.name] = value[:1] if batched else value     # one identity
             else:
                 (per_frame if batched else constants)[tensor.name] = value
-        produced.update(spec.output_names)
+        known.update(spec.output_names)
     adapter = FeedAdapter(family, manifest["canvas"], identity, per_frame, constants)
     count = frames or DEFAULT_FRAMES
     described = {**{i.key: SYNTHETIC for i in family.identity_inputs},

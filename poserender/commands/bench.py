@@ -31,8 +31,10 @@ def prepare_models(model: str, config: Optional[str], scale: Optional[float], wa
         model_dir = model_dir_for(model, {"config": config, "scale": scale, "warp_mode": warp_mode})
         manifest = _from_checkpoint(read_manifest(model_dir), path)
         canvas = manifest["canvas"][0]
-        skipped = [(f"{r}x{r}", f"{model_dir} is exported at {canvas}x{manifest['canvas'][1]}; pass the "
-                                "checkpoint to bench other resolutions") for r in resolutions or [] if r != canvas]
+        fix = ("pass the checkpoint to bench other resolutions" if model_dir == path else
+               "--resolution re-exports checkpoint files (Pose2Img); export this one at each size and bench the folders")
+        skipped = [(f"{r}x{r}", f"{model_dir} is exported at {canvas}x{manifest['canvas'][1]}; {fix}")
+                   for r in resolutions or [] if r != canvas]
         keep = not resolutions or canvas in resolutions
         return ([(model_dir, manifest)] if keep else []), skipped
     if scale is not None:
@@ -75,7 +77,6 @@ def _from_checkpoint(manifest: Dict[str, Any], model: Path) -> Dict[str, Any]:
         data["checkpoint"] = {**data["checkpoint"], "path": str(model.resolve())}
         return Manifest.from_dict(manifest.dir, data)
     return manifest
-
 
 
 def _write_text(path: Path, text: str) -> None:
