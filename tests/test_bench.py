@@ -411,7 +411,7 @@ def test_psc_default_inputs_source_cells_and_no_baseline(psc_model, tmp_path):
     assert saved["inputs"]["source_parsing"].startswith("synthetic") and saved["inputs"]["target_frames"] == 4
     rows = {r["stage"]: r for r in saved["rows"]}
     base = rows["full"]
-    assert base["status"] == "skipped" and base["is_baseline"] and "a psc model has none" in base["reason"]
+    assert base["status"] == "skipped" and base["is_baseline"] and "no reference forward for psc models" in base["reason"]
     assert rows["source"]["status"] == "ok" and list(rows["source"]["compute_ms"]) == ["source"]
     assert rows["all"]["status"] == "ok" and list(rows["all"]["compute_ms"]) == ["source", "parsing", "frame"]
     assert rows["stream"]["status"] == "ok" and rows["stream"]["frames_per_stream"] == 4
