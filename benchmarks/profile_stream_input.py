@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,26 +27,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict:
-    flags, model = "", platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1]
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return {"cpu": model, "cpu_flags": [f for f in wanted if f in flags.split()], "python": platform.python_version()}
-
-
-def git_state() -> dict:
-    def run(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return {"commit": run("rev-parse", "HEAD"), "clean": run("status", "--porcelain") == ""}
 
 
 def records(frames: int) -> list:
@@ -123,9 +102,12 @@ def main() -> int:
     ap.add_argument("-o", "--output", default=str(REPO / "benchmarks" / "results" / "stream_input_cost.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
+    from poserender.bench.environment import environment
+
+    env = environment(["python", "benchmarks/profile_stream_input.py", *sys.argv[1:]], os.cpu_count() or 1)
     lines = records(args.frames)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(), "git": git_state(),
-              "frames": args.frames, "per_record": per_record_us(lines)}
+    result = {"command": env["command_line"], "environment": env, "frames": args.frames,
+              "per_record": per_record_us(lines)}
     result["stream"] = timed_stream(lines)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
