@@ -60,7 +60,10 @@ def timed_stream(lines: list) -> dict:
     the reader and batcher threads, beside the model stage; a wrapper sees every call)."""
     from poserender.demo import puppet_inputs, shipped_model
     from poserender.runtime import live, policy, sources
-    from poserender.runtime.stream import render_stream
+    from poserender import families
+    from poserender.manifest import read_manifest
+    from poserender.runtime.report import StreamOptions
+    from poserender.runtime.stream import RenderRequest, render_stream
 
     spent = {"value check (keypoints.validate.frame_problem)": 0.0,
              "record parse incl. JSON decode and value check (live.parse_record)": 0.0,
@@ -84,8 +87,11 @@ def timed_stream(lines: list) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             image, source_kp, _ = puppet_inputs(Path(tmp) / "inputs")
             stdin = io.BytesIO(("\n".join(lines) + "\n").encode())
-            result = render_stream(shipped_model(), "ort-cpu", source_image=image, source_keypoints=source_kp,
-                                   keypoints="-", output=Path(tmp) / "o.mp4", fps=25.0, stdin=stdin)
+            manifest = read_manifest(shipped_model())
+            adapter = families.of(manifest).adapter(manifest, {"source": image, "source_keypoints": source_kp})
+            request = RenderRequest(keypoints="-", output=str(Path(tmp) / "o.mp4"), backend="ort-cpu",
+                                    stream=StreamOptions(fps=25.0))
+            result = render_stream(manifest, adapter, request, stdin=stdin)
     finally:
         sources.frame_problem, live.parse_record, policy.BadFramePolicy.feed = originals
     report = result.report
