@@ -272,12 +272,15 @@ def quoted_files() -> List[str]:
     return sorted({f.file for f in FIGURES})
 
 
-MEASURED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(fps|x\b|dB|ms\b|us\b|µs|MiB|GFLOP/s|%)")
+#: a figure with a unit: "3.8x" (a ratio, no space: "640 x 640" is a size), "34.3 fps", "60.4 dB", ...
+MEASURED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?:(x)(?!\w)|\s?(fps|dB|ms|us|µs|MiB|GFLOP/s)(?!\w)|\s?(%))")
+#: figures with a unit that are settings, not measurements
+SETTINGS = {"1 MiB": "the bound on one live input line"}
 
 
 def measured(text: str) -> List[str]:
     """The figures with a unit of measurement in ``text``, as "3.8x", "34.3 fps", "60.4 dB"."""
-    return [f"{m.group(1)} {m.group(2)}".replace(" x", "x") for m in MEASURED.finditer(text)]
+    return [m.group(1) + ("x" if m.group(2) else f" {m.group(3) or m.group(4)}") for m in MEASURED.finditer(text)]
 
 
 def measured_outside_table(text: str) -> List[str]:
@@ -286,7 +289,7 @@ def measured_outside_table(text: str) -> List[str]:
     text = text.replace(readme_block(text) or "\0", "")
     text = re.sub(r"```.*?```", "", text, flags=re.S)
     text = re.sub(r"\n## Fidelity\n.*?(?=\n## )", "\n", text, flags=re.S)
-    return measured(text)
+    return [figure for figure in measured(text) if figure not in SETTINGS]
 
 
 def main(argv=None) -> int:
