@@ -284,6 +284,17 @@ def test_resolutions_of_an_exported_folder_and_of_a_checkpoint(tiny_model, tiny_
     assert_user_error(run("bench", tiny_checkpoint, "--resolution", "50", *FAST), "--resolution 50", "multiple of 32")
 
 
+def test_an_existing_result_file_is_replaced_and_said(tiny_model, tmp_path):
+    """The one output rule: an existing --json is replaced once the new result is complete."""
+    out = tmp_path / "r.json"
+    out.write_text("old")
+    result = run("bench", tiny_model, "--backend", "ort-cpu", "--batch", "1", "--peak-seconds", "0", *FAST,
+                 "--json", out)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (replaced)" in result.stdout
+    assert json.loads(out.read_text())["rows"]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("poserender.runtime.stream") is None,
                     reason="the streaming runtime (poserender.runtime.stream) is not in this build")
 def test_stream_cell_runs_the_streaming_runtime(tiny_model, tmp_path):

@@ -171,12 +171,15 @@ def bench(model, backend, batches, stages, precisions, resolutions, devices, rep
                                argv=["poserender", *sys.argv[1:]] if Path(sys.argv[0]).name == "poserender"
                                else sys.argv, skipped_models=skipped, log=log)
     click.echo(format_table(result))
+    written = []
     for path, write in ((json_path, lambda p: _write_text(p, json.dumps(result, indent=2) + "\n")),
                         (csv_path, lambda p: _write_text(p, to_csv(result))),
                         (plot_path, lambda p: _write_plot(result, p))):
-        if path:
+        if path:        # the one output rule: an existing file is replaced when the new one is complete, and said
+            existed = Path(path).exists()
             write(Path(path))
-    click.echo(verdict(result, [p for p in (json_path, csv_path, plot_path) if p]))
+            written.append(f"{path} (replaced)" if existed else str(path))
+    click.echo(verdict(result, written))
 
 
 def _write_plot(result: Dict[str, Any], path: Path) -> None:
