@@ -416,3 +416,14 @@ def test_psc_default_inputs_source_cells_and_no_baseline(psc_model, tmp_path):
     assert rows["all"]["status"] == "ok" and list(rows["all"]["compute_ms"]) == ["source", "parsing", "frame"]
     assert rows["stream"]["status"] == "ok" and rows["stream"]["frames_per_stream"] == 4
     assert rows["source"]["speedup"] is None and rows["all"]["speedup"] is None        # no baseline ran
+
+
+def test_environment_records_the_cpu_flags_that_decide_the_kernels():
+    """Which of AVX-512, VNNI, BF16 and AMX this CPU has: a CPU result's provenance."""
+    from poserender.bench import environment
+    from poserender.engines.machine import NOTABLE_CPU_FLAGS, cpu_flag_set
+
+    env = environment(["bench"], 1)
+    assert env["cpu_flags"] == [f for f in NOTABLE_CPU_FLAGS if f in cpu_flag_set()]
+    assert {"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"} <= set(NOTABLE_CPU_FLAGS)
+    assert env["git"]["commit"] and env["cpu_model"]

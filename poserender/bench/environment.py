@@ -27,7 +27,7 @@ def environment(argv: Sequence[str], threads: int) -> Dict[str, Any]:
     from importlib import metadata
 
     from .. import __version__
-    from ..engines.machine import cpu_model, nvidia_smi
+    from ..engines.machine import cpu_flags, cpu_model, nvidia_smi
 
     versions = {"python": platform.python_version(), "poserender": __version__}
     for dist in VERSIONED:
@@ -43,7 +43,7 @@ def environment(argv: Sequence[str], threads: int) -> Dict[str, Any]:
     gpus = nvidia_smi()
     return {"command_line": " ".join(shlex.quote(str(a)) for a in argv), "argv": list(argv), "python": sys.executable,
             "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git": git_state(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
+            "git": git_state(), "cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "threads": threads, "ram_gib": round(mem_kib / 2 ** 20, 1) if mem_kib else None,
             "platform": platform.platform(), "gpus": gpus["gpus"], "gpu_error": gpus["error"],
