@@ -305,3 +305,41 @@ def test_bf16_runs_only_the_trunk_in_bf16(tiny_model):
         assert np.array_equal(whole.infer(feed)["frames"], cut.infer(feed)["frames"])
     with pytest.raises(UserError, match="has no trunk '/nowhere/'"):
         ov_engine.OvEngine(spec, tiny_model / spec.file, "bf16", bf16_trunk="/nowhere/").activate()
+
+
+@needs_openvino
+def test_bench_puts_backends_and_precisions_side_by_side_with_their_floors(tiny_model, tmp_path):
+    import json
+
+    precisions = "fp32,bf16" if BF16_CPU else "fp32"
+    out = tmp_path / "r.json"
+    result = run("bench", tiny_model, "--backend", "ort-cpu,ov-cpu", "--precision", precisions, "--batch", "2",
+                 "--frames", "4", "--min-seconds", "0", "--min-runs", "3", "--warmup", "1", "--peak-seconds", "0.2",
+                 "--json", out, "--csv", tmp_path / "r.csv")
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    ok = {(r["backend"], r["stage"], r["precision"]): r for r in report["rows"] if r["status"] == "ok"}
+    assert ("ort-cpu", "frame", "fp32") in ok and ("ov-cpu", "frame", "fp32") in ok
+    for row in ok.values():
+        assert row["floor_ms_per_frame"] > 0 and row["ratio_to_floor"] > 0
+    assert "compute floors" in result.output and "ratio_to_floor" in (tmp_path / "r.csv").read_text()
+    skipped = [r for r in report["rows"] if r["backend"] == "ort-cpu" and r["precision"] == "bf16"]
+    if BF16_CPU:
+        assert skipped and skipped[0]["status"] == "skipped" and "ov-cpu" in skipped[0]["reason"]
+        bf16 = ok[("ov-cpu", "frame", "bf16")]
+        assert bf16["speedup_vs_fp32"] > 0 and bf16["quality_vs_fp32"]["frames"] >= 1
+        peaks = report["precision_peaks"]
+        assert peaks["bf16"]["gflops"] > 0 and peaks["fp32"]["gflops"] > 0
+        assert bf16["floor_peak"] == {"precision": "bf16", "gflops": peaks["bf16"]["gflops"]}
+
+
+def test_floors_per_precision_from_the_measured_peaks():
+    """fp32 rows against the best fp32 peak, int8-bf16 against the int8 peak, GPU rows none."""
+    from poserender.bench.floors import apply_floors
+
+    rows = [{"backend": b, "precision": p, "status": "ok", "flops_per_frame": 50e9, "fps": 10.0, "stage": "frame",
+             "batch": 4} for b, p in (("ort-cpu", "fp32"), ("ov-cpu", "int8-bf16"), ("ort-cuda", "fp32"))]
+    apply_floors(rows, 500.0, {"fp32": {"gflops": 400.0}, "int8": {"gflops": 2000.0}})
+    assert rows[0]["floor_ms_per_frame"] == 100.0 and rows[0]["ratio_to_floor"] == 1.0
+    assert rows[1]["floor_ms_per_frame"] == 25.0 and rows[1]["ratio_to_floor"] == 4.0
+    assert "floor_ms_per_frame" not in rows[2]
