@@ -75,7 +75,7 @@ def test_backend_status_names_why_each_is_skipped(monkeypatch):
         usable, reason = status[name]
         assert not usable and reason   # the machine's reason, or that this build has no engine for it
     assert "tensorrt not installed" in status["trt"][1]
-    with pytest.raises(UserError, match=r"unknown backend; known: torch.*\(did you mean ort-cpu\?\)"):
+    with pytest.raises(UserError, match=r"unknown backend; known: torch.*\(did you mean (ort|ov)-cpu\?\)"):
         bench.parse_backends("ort-cpu,onnx-cpu")          # a typo is an error, not a row
     assert bench.parse_backends("all") == list(bench.known_backends())
     assert set(bench.known_backends()) >= {"torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "torch-cuda"}

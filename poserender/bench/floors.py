@@ -49,8 +49,9 @@ def apply_floors(rows: List[Dict[str, Any]], fp32_peak: Optional[float], peaks: 
             else measured
         if not best or not r.get("fps"):
             continue
-        r["floor_ms_per_frame"] = round(r["flops_per_frame"] / best / 1e6, 3)
-        r["ratio_to_floor"] = round(1e3 / r["fps"] / r["floor_ms_per_frame"], 2)
+        floor_ms = r["flops_per_frame"] / best / 1e6
+        r["floor_ms_per_frame"] = float(f"{floor_ms:.4g}")
+        r["ratio_to_floor"] = round(1e3 / r["fps"] / floor_ms, 2)
         r["floor_peak"] = {"precision": kind, "gflops": best}
 
 

@@ -38,7 +38,8 @@ def _check_precision(backend: str, precision: Optional[str], facts: Optional[Fac
     if precision == "int8":
         why = (" (TensorRT: export with --int8-target trt|both, `poserender build --precision int8`, then "
                "--backend trt)") if "trt" in backend else ""
-        raise UserError(f"--precision int8 runs the calibrated INT8 graphs on {', '.join(able)}; "
+        graphs = [n for n in able if not registry.is_gpu(n)]      # the GPU ones run int8 plans of their own
+        raise UserError(f"--precision int8 runs the calibrated INT8 graphs on {', '.join(graphs)}; "
                         f"backend {backend} cannot{why}")
     raise UserError(f"backend {backend} runs {', '.join(registry.BACKENDS[backend].precisions)}; --precision "
                     f"{precision} needs one of {', '.join(able)}")
