@@ -78,7 +78,7 @@ def measure(model_dir: Path, manifest: Mapping[str, Any], inputs: BenchInputs, i
             except Skip as exc:
                 why = str(exc)
             else:
-                runners[(backend, precision)] = (engines, _runner(engines, inputs))
+                runners[(backend, precision)] = (engines, frame_runner(engines, inputs))
                 continue
         results.append({"backend": backend, "precision": precision, "status": "skipped", "reason": why})
     if REFERENCE not in runners:
@@ -118,7 +118,7 @@ def measure(model_dir: Path, manifest: Mapping[str, Any], inputs: BenchInputs, i
     return record
 
 
-def _runner(engines, inputs: BenchInputs) -> Callable[[Sequence[int]], np.ndarray]:
+def frame_runner(engines, inputs: BenchInputs) -> Callable[[Sequence[int]], np.ndarray]:
     """A call of the per-frame stages on some of the inputs' frames, with this engine set's own
     identity run (each candidate through its own adapter)."""
     adapter = inputs.new_adapter()
