@@ -71,6 +71,8 @@ def summary_lines(result, output: str, precision: Optional[str] = None) -> List[
     reconciled = "=" if counts.reconciles() else "!= (MISMATCH)"
     lines.append(f"frames: in {counts.frames_in} {reconciled} out {counts.frames_out} + dropped {counts.dropped} "
                  f"+ skipped {counts.skipped}; workers: {', '.join(report.workers)}")
+    if counts.drop_reasons:
+        lines.append("dropped: " + ", ".join(f"{why} {n}" for why, n in sorted(counts.drop_reasons.items())))
     if counts.bad:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.bad.items()))
         lines.append(f"bad frames: {kinds} (held {counts.held}, skipped {counts.skipped})")
@@ -82,6 +84,9 @@ def summary_lines(result, output: str, precision: Optional[str] = None) -> List[
         first = "n/a" if rt["first_frame_delay_ms"] is None else f"{rt['first_frame_delay_ms']:.0f} ms"
         lines.append(f"real time {rt['fps']:g} fps (--late {rt['late_policy']}): first frame after {first}, "
                      f"jitter {rt['jitter_ms']:.1f} ms, {counts.dropped} dropped, {counts.late_held} held")
+    latency = report.latency.summary_line()
+    if latency is not None:
+        lines.append(latency)
     if result.preview is not None:
         lines.append(f"preview: {result.preview}")
     if result.backend_choice:
@@ -190,9 +195,10 @@ def _quiet_stdout() -> None:
 @click.option("--replicate", is_flag=True, help="One frame-stage worker per listed device (frames dealt out, "
                                                 "put back in order) instead of placing stages across devices.")
 @click.option("--realtime", is_flag=True, help="Pace output to the clock at --fps (files are read at --fps too).")
-@click.option("--late", default="hold", show_default=True, type=click.Choice(["drop", "hold", "queue"]),
+@click.option("--late", default="hold", show_default=True, type=click.Choice(["drop", "hold", "queue", "latest"]),
               help="Real time, a frame not ready at its tick: drop it, drop it and repeat the previous "
-                   "frame, or write it late.")
+                   "frame, or write it late; latest: no ticks, the newest pose is rendered as soon as the "
+                   "renderer is free and older pending ones are dropped (bounded latency, one frame a call).")
 @click.option("--follow", is_flag=True, help="KEYPOINTS is a folder OpenPose is writing to: render files as "
                                              "they appear.")
 @click.option("--follow-timeout", default=10.0, show_default=True,
