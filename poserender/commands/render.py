@@ -84,6 +84,8 @@ def summary_lines(result, output: str, precision: Optional[str] = None) -> List[
         first = "n/a" if rt["first_frame_delay_ms"] is None else f"{rt['first_frame_delay_ms']:.0f} ms"
         lines.append(f"real time {rt['fps']:g} fps (--late {rt['late_policy']}): first frame after {first}, "
                      f"jitter {rt['jitter_ms']:.1f} ms, {counts.dropped} dropped, {counts.late_held} held")
+    if getattr(report.sink, "note", None):
+        lines.append(f"output: {report.sink.note}")
     latency = report.latency.summary_line()
     if latency is not None:
         lines.append(latency)

@@ -91,7 +91,8 @@ def render_stream(manifest, adapter, request: RenderRequest, *, torch_stages=Non
                              idle_seconds=request.follow_timeout, log=log, stdin=stdin,
                              idle_timeout=request.idle_timeout)
     try:
-        sink = open_sink(request.output, request.fmt, fps=options.fps, audio=request.audio, codec=codec)
+        sink = open_sink(request.output, request.fmt, fps=options.fps, audio=request.audio, codec=codec,
+                         frame_size=tuple(adapter.canvas_hw))
         try:
             pipeline = StreamPipeline(adapter, engine_factory, source, sink, options, log=log, progress=progress,
                                       preview=sheet, placement=placement)
