@@ -39,6 +39,7 @@ SINK_FORMATS: Dict[str, str] = {
     "png": "folder of numbered PNG files (000000.png, ...)",
     "jpg": "folder of numbered JPEG files (000000.jpg, ..., quality 95)",
     "raw": "raw BGR24 frames on stdout (-o -), e.g. for ffmpeg -f rawvideo -pix_fmt bgr24",
+    "none": "nothing written: the frames are only shown (render --serve without -o)",
     "live": "H.264 sent live to a receiver, chosen by the -o URL: udp:// tcp:// (MPEG-TS), rtmp://, rtsp://",
 }
 STDOUT = "-"
@@ -218,6 +219,25 @@ class Mp4Sink(FrameSink):
         self._tmp_path.unlink(missing_ok=True)
 
 
+class NullSink(FrameSink):
+    """Counts the frames and keeps none (the browser preview shows them: ``--serve`` without ``-o``)."""
+
+    format = "none"
+
+    def __init__(self):
+        super().__init__(Path("(no output)"))
+
+    def _write_impl(self, frames: np.ndarray) -> None:
+        self.frames_written += len(frames)
+
+    def _close_impl(self) -> SinkSummary:
+        return SinkSummary(self.path, self.format, self.frames_written,
+                           note=f"no output written ({self.frames_written} frames shown only)")
+
+    def _abort_impl(self) -> None:
+        pass
+
+
 class RawStdoutSink(FrameSink):
     """Raw frames, H x W x 3 bytes each in BGR order, on stdout (``-o -``), nothing else.
 
@@ -359,6 +379,8 @@ def open_sink(path: PathLike, fmt: Optional[str] = None, fps: float = 15.0,
     output is replaced when the new one is complete (see the module doc). Every check on the
     user's input, the audio file included, happens here, before any output is created.
     """
+    if fmt == "none":
+        return NullSink()
     if "://" in str(path) or fmt == "live":      # a live receiver (runtime/netsink.py)
         from .netsink import open_live_sink
 
