@@ -227,3 +227,27 @@ def test_the_page_in_a_headless_chromium_shows_the_live_frames_and_figures(serve
         feeder.join(timeout=5)
         if driver is not None:
             driver.quit()
+
+
+def test_demo_live_serves_the_puppet_and_sends_udp(tmp_path, monkeypatch):
+    from .test_netsink import UdpReceiver
+
+    monkeypatch.setenv("POSERENDER_CACHE", str(tmp_path / "cache"))
+    receiver = UdpReceiver()
+    try:
+        result = CliRunner().invoke(main, ["demo", "--live", "--frames", "20", "--serve", "127.0.0.1:0",
+                                           "-o", f"udp://127.0.0.1:{receiver.port}"], catch_exceptions=False)
+        receiver.close()
+    finally:
+        receiver.close(settle=0)
+    assert result.exit_code == 0, result.output
+    assert "live preview: http://127.0.0.1:" in result.output and "loopback only" in result.output
+    assert "--late latest" in result.output and "sent " in result.output and "MPEG-TS over UDP" in result.output
+    frames_sent = int(result.output.split("sent ")[1].split(" frames")[0])
+    types, frames = receiver.decoded()
+    assert types == ["video"] and len(frames) == frames_sent > 0
+
+
+def test_demo_live_and_inputs_contradict(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--live", "--inputs", str(tmp_path / "i")])
+    assert result.exit_code == 2 and "--live renders; --inputs renders nothing" in result.output
