@@ -262,6 +262,8 @@ class StreamPipeline(Batcher, ReorderingWriter):
         except threading.BrokenBarrierError:
             pass
         setup_seconds = time.perf_counter() - setup_started
+        if getattr(self.source, "live", False):     # a sender can start now: records sent earlier waited
+            self.log(f"ready: rendering what arrives on {getattr(self.source, 'description', 'the live input')}")
         started = self._started = time.perf_counter()
         feeders = [threading.Thread(target=self._read, name="poserender-read", daemon=True),
                    threading.Thread(target=self._batch, name="poserender-batch", daemon=True)]
