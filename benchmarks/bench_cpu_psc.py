@@ -135,6 +135,48 @@ def reference_loop(nets, data: Path) -> List[float]:
     return times
 
 
+def stream_poses(data: Path, frames: int):
+    """The pose stream both stream cells render: the first sample's P1 jittered (seeded), all joints kept."""
+    from poserender.keypoints.coco18 import read_psc_pose
+
+    stem = sorted(p.stem for p in (data / "I0").iterdir())[0]
+    xy, valid = read_psc_pose(data / "P1" / f"{stem}.csv")
+    rng = np.random.default_rng(0)
+    kp = (xy[None] + rng.normal(0, 3, size=(frames, 18, 2))).astype(np.float32)
+    return stem, kp, np.repeat(valid[None], frames, 0).astype(np.float32)
+
+
+def reference_stream(nets, data: Path, frames: int) -> List[float]:
+    """Seconds per frame of the same pose stream done the reference's way (the work ``ours_stream``
+    does: pose -> parsing -> frame for one source): per frame, batch 1, torch eager, the dataset's
+    float64 joint maps of the pose, AA-Net on the source parsing, argmax + one-hot on the host,
+    CT-Net (which re-encodes the source: the reference keeps nothing between frames), uint8 image.
+    The source's tensors are built once, outside the timing (ours caches its source stage too)."""
+    import cv2
+    import torch
+
+    _, aa, ct = nets
+    stem, kp, kv = stream_poses(data, frames)
+    rgb = cv2.imread(str(data / "I0" / f"{stem}.jpg"))[:, :, ::-1].astype(np.float32) / 255
+    i0 = torch.from_numpy(((rgb - 0.5) / 0.5).transpose(2, 0, 1)[None].copy())
+    labels = torch.from_numpy(cv2.imread(str(data / "S0" / f"{stem}.png"))[:, :, 2].astype(np.int64)).view(-1)
+    s0 = torch.eye(7).index_select(0, labels).view(256, 256, 7).permute(2, 0, 1)[None].contiguous()
+    times = []
+    for xy, valid in zip(kp, kv):
+        started = time.perf_counter()
+        pose = np.where(valid[:, None] > 0, xy, -1).T
+        with torch.no_grad():
+            pt_map = torch.from_numpy(_joint_maps(pose).transpose(2, 0, 1)[None].copy())
+            st = aa(s0, pt_map)
+            index = torch.argmax(st[0], dim=0).view(-1)
+            st_map = torch.eye(7).index_select(0, index).view(256, 256, 7).permute(2, 0, 1)[None].contiguous()
+            image, _, _ = ct(s0, st_map, i0)
+        frame = np.clip(np.round((image[0].numpy().transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5), 0, 255)
+        frame.astype(np.uint8)
+        times.append(time.perf_counter() - started)
+    return times
+
+
 # -- poserender ----------------------------------------------------------------------------------------------
 
 def ours_layout(model, data: Path, batch: int) -> List[float]:
@@ -164,9 +206,7 @@ def ours_stream(model, data: Path, batch: int, frames: int) -> List[float]:
 
     sample = read_reference_layout(data, model.height, model.width, model.classes, lambda s: None)[0]
     source = model.source(sample.image, sample.labels)
-    rng = np.random.default_rng(0)
-    kp = (sample.p1[0][None] + rng.normal(0, 3, size=(frames, 18, 2))).astype(np.float32)
-    kv = np.repeat(sample.p1[1][None], frames, 0).astype(np.float32)
+    _, kp, kv = stream_poses(data, frames)
     times = []
     for i in range(0, frames, batch):
         started = time.perf_counter()
@@ -175,16 +215,43 @@ def ours_stream(model, data: Path, batch: int, frames: int) -> List[float]:
     return times
 
 
+def stream_quality(models: Dict[str, Any], data: Path, frames: int) -> Dict[str, Any]:
+    """Each other model's stream frames against ORT FP32's (PSNR, SSIM on uint8 BGR, and the share
+    of pixels whose parsing label differs): these weights are the fixtures' random ones, which
+    flatter a lower precision less than they would a trained model's smooth activations."""
+    from poserender.export.quality import psnr, ssim
+    from poserender.families.psc_modes import read_reference_layout
+
+    ref_model = models["ort"]
+    sample = read_reference_layout(data, ref_model.height, ref_model.width, ref_model.classes, lambda s: None)[0]
+    _, kp, kv = stream_poses(data, frames)
+    ref_frames, ref_labels = ref_model.render(ref_model.source(sample.image, sample.labels), kp, kv, 4)
+    quality = {}
+    for name, model in models.items():
+        if name == "ort":
+            continue
+        got, labels = model.render(model.source(sample.image, sample.labels), kp, kv, 4)
+        quality[name] = {"psnr_db": round(psnr(ref_frames, got, 255.0), 2),
+                         "ssim": round(ssim(ref_frames, got), 4),
+                         "labels_differ_percent": round(100 * float(np.mean(labels != ref_labels)), 3)}
+    return quality
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 8 stream frames")
     parser.add_argument("--repeats", type=int, default=3, help="passes over the data per path (default 3)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="result file (default benchmarks/results/cpu_psc_256.json)")
+    parser.add_argument("--ov-precision", default="auto",
+                        help="the ov-cpu cells' precisions, comma-separated (fp32, bf16), or auto: fp32, and bf16 "
+                             "where this CPU has it; 'none' leaves OpenVINO out (default auto)")
     args = parser.parse_args(argv)
     import torch
 
     from poserender.bench import environment, summarise
+    from poserender.engines import registry
+    from poserender.engines.machine import Facts
     from poserender.engines.select import stage_engines
     from poserender import families
     from poserender.export.exporter import export_checkpoint
@@ -195,6 +262,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     repeats, stream_frames = (1, 8) if args.quick else (args.repeats, 32)
     out = args.json or RESULTS / ("cpu_psc_quick.json" if args.quick else "cpu_psc_256.json")
+    ov_precisions = [] if args.ov_precision == "none" else args.ov_precision.split(",")
+    usable, why_not = registry.BACKENDS["ov-cpu"].probe(Facts())
+    if ov_precisions and not usable:
+        print(f"ov-cpu cells left out: {why_not}")
+        ov_precisions = []
+    if ov_precisions == ["auto"]:
+        ov_precisions = ["fp32"] + (["bf16"] if {"avx512_bf16", "amx_bf16"} & Facts().cpu_flags else [])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "ckpt").mkdir()
@@ -203,32 +277,56 @@ def main(argv=None) -> int:
         export_checkpoint(families.get("psc"), work / "ckpt", work / "art", {"aa_norm": "authors"})
         pm, aa, ct, _ = load_psc_nets(work / "ckpt", "batch")   # literal train-mode BatchNorm, batch 1
         manifest = read_manifest(work / "art")
-        _, engines = stage_engines(work / "art", manifest, "ort-cpu", threads=args.threads)
-        for engine in engines:
-            engine.activate()
-        model = PSCModel({e.spec.name: e for e in engines}, manifest)
+        models = {}
+        for backend, precision in [("ort-cpu", None)] + [("ov-cpu", p) for p in ov_precisions]:
+            _, engines = stage_engines(work / "art", manifest, backend, threads=args.threads, precision=precision)
+            for engine in engines:
+                engine.activate()
+            name = "ort" if backend == "ort-cpu" else f"ov_{precision}"
+            models[name] = PSCModel({e.spec.name: e for e in engines}, manifest)
         reference_loop((pm, aa, ct), data)            # warm-up (allocators, oneDNN primitives)
-        ours_layout(model, data, 5)
+        for model in models.values():
+            ours_layout(model, data, 5)
         cells: Dict[str, Any] = {}
         cells["reference_loop"] = summarise(sum((reference_loop((pm, aa, ct), data) for _ in range(repeats)), []), 1)
-        cells["ours_layout_ort_batched"] = summarise(sum((ours_layout(model, data, 5) for _ in range(repeats)), []), 1)
-        for batch in (1, 4):
-            cells[f"ours_stream_ort_batch{batch}"] = summarise(ours_stream(model, data, batch, stream_frames), 1)
-    ref = cells["reference_loop"]["per_frame_ms"]["median"]
+        for name, model in models.items():
+            cells[f"ours_layout_{name}_batched"] = summarise(sum((ours_layout(model, data, 5)
+                                                                  for _ in range(repeats)), []), 1)
+        cells["reference_stream"] = summarise(reference_stream((pm, aa, ct), data, stream_frames), 1)
+        for name, model in models.items():
+            for batch in (1, 4):
+                cells[f"ours_stream_{name}_batch{batch}"] = summarise(ours_stream(model, data, batch, stream_frames), 1)
+        quality = stream_quality(models, data, stream_frames)
+    work_done = {"reference_loop": "per sample: dataset step, then per t PM-Net (t < 1), peaks, AA-Net, CT-Net",
+                 "ours_layout": "per sample: source stage once, PM-Net batched over t, parsing + frame stages",
+                 "reference_stream": "per pose of a stream for one source: joint maps, AA-Net, CT-Net (re-encodes "
+                                     "the source), batch 1",
+                 "ours_stream": "per pose of the same stream: parsing + frame stages (source stage cached)"}
     for name, cell in cells.items():
+        cell["work"] = next(text for key, text in work_done.items() if name.startswith(key))
+        cell["compare_with"] = "reference_stream" if "stream" in name else "reference_loop"
+    for name, cell in cells.items():
+        ref = cells[cell["compare_with"]]["per_frame_ms"]["median"]
         cell["speedup_vs_reference"] = round(ref / cell["per_frame_ms"]["median"], 3)
-    result = {"benchmark": "psc 256x256 CPU: batched ORT vs the reference-style loop", "quick": args.quick,
+    result = {"benchmark": "psc 256x256 CPU: batched ORT and OpenVINO vs the reference-style loop", "quick": args.quick,
               "weights": weights, "data": str(data), "t_values": list(TS), "repeats": repeats,
               "environment": environment(["python", "benchmarks/bench_cpu_psc.py", *(argv or sys.argv[1:])],
                                          args.threads),
               "note": "per_frame_ms = per output image; the reference loop includes its dataset step "
-                      "(amortised over the t values of a sample), ours includes reading and checking inputs",
+                      "(amortised over the t values of a sample), ours includes reading and checking inputs; "
+                      "each cell's speed-up is against the reference cell doing the same work (compare_with)",
+              "ov_precisions": ov_precisions,
+              "quality_vs_ort_fp32": quality,
               "cells": cells}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'path':32s} {'ms/image (median)':>18s} {'speed-up':>9s}")
+    print(f"{'path':32s} {'ms/image (median)':>18s} {'speed-up':>9s}  vs")
     for name, cell in cells.items():
-        print(f"{name:32s} {cell['per_frame_ms']['median']:18.1f} {cell['speedup_vs_reference']:8.2f}x")
+        print(f"{name:32s} {cell['per_frame_ms']['median']:18.1f} {cell['speedup_vs_reference']:8.2f}x  "
+              f"{cell['compare_with']}")
+    for name, q in quality.items():
+        print(f"{name} vs ORT FP32 on the stream: PSNR {q['psnr_db']} dB, SSIM {q['ssim']}, "
+              f"labels differ on {q['labels_differ_percent']}% of pixels")
     print(f"wrote {out}")
     return 0
 

@@ -7,12 +7,17 @@ A thin wrapper around two commands. It writes the random-weight full-size checkp
         --calibrate varying_tmplt.npz --source OLIVER.jpg --source-keypoints OLIVER.npy
         --calibration-method auto
     poserender bench benchmarks/work/int8_w64_256 --backend ort-cpu --precision fp32,int8
-        --batch 1,4 --stage frame --frames 64 [--source/--source-keypoints/--keypoints Oliver data]
+        --batch 1,4 --stage frame,stream --baseline reference --frames 64
+        [--source/--source-keypoints/--keypoints Oliver data]
         --json/--csv/--plot benchmarks/results/cpu_int8_256.{json,csv,png}
 
 and adds the export command and the manifest's INT8 record (calibration, excluded-node counts,
 gate numbers on held-out frames) to the JSON. The bench puts each INT8 row beside the FP32 row
-of the same batch: speed-up, and PSNR/SSIM/max error of the frames both rendered in that run.
+of the same batch and stage: speed-up, and PSNR/SSIM/max error of the frames both rendered in
+that run; every row also has its speed-up over the reference baseline of the same run (the
+authors' full forward per frame, from the checkpoint the export recorded), so the frame stage,
+the whole stream (keypoints file -> pipeline -> H.264 mp4) and both precisions compare within
+one run.
 The export is reused when benchmarks/work already holds a current one (same checkpoint).
 
 Needs ../shared/data/oliver (real poses and source frame: calibration never uses random
@@ -75,7 +80,8 @@ def commands(quick: bool, method: str, results: Path, extra: Sequence[str]) -> T
     export = ["export", str(checkpoint), "-o", str(model), "--precision", "int8", "--calibrate",
               str(OLIVER / "varying_tmplt.npz"), *oliver, "--calibration-method", method]
     bench = ["bench", str(model), "--backend", "ort-cpu", "--precision", "fp32,int8", "--batch", "1,4",
-             "--stage", "frame", "--frames", "64", *oliver, "--keypoints", str(OLIVER / "varying_tmplt.npz")]
+             "--stage", "frame,stream", "--baseline", "reference", "--frames", "64", *oliver,
+             "--keypoints", str(OLIVER / "varying_tmplt.npz")]
     if quick:
         export += ["--frames", "8", "--gate-frames", "4"]
         bench += ["--min-seconds", "0.5", "--min-runs", "3", "--peak-seconds", "0.5"]

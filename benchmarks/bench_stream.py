@@ -27,13 +27,9 @@ Results: benchmarks/results/<name>.json (the command, commit, machine, settings,
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,26 +43,6 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
 import numpy as np  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import onnxruntime
-    import av
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "pyav": av.__version__, "numpy": np.__version__}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def model_and_inputs(model: str | None):
@@ -222,11 +198,13 @@ def main(argv=None) -> int:
     if os.getloadavg()[0] > 0.5:
         print(f"warning: 1-minute load average {os.getloadavg()[0]:.2f}; results will be noisy", file=sys.stderr)
 
+    from poserender.bench.environment import environment, model_identity
     from poserender.manifest import read_manifest
 
+    env = environment(["python", "benchmarks/bench_stream.py", *(sys.argv[1:] if argv is None else argv)],
+                      os.cpu_count() or 1)
     model_dir, image, source_kp = model_and_inputs(args.model)
     manifest = read_manifest(model_dir)
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="bench_stream_") as tmp:
         tmp = Path(tmp)
         # memory first, in a process that has run nothing else yet
@@ -241,8 +219,9 @@ def main(argv=None) -> int:
     plot(memory, png, f"poserender stream, {Path(model_dir).name} {h}x{w}, batch {args.batch}, "
                       f"{memory['frames']} frames, mp4 sink; slope {memory['slope_mb_per_1000_frames_last_80pct']} "
                       "MiB/1000 frames")
-    result = {"benchmark": "stream_cpu", "command": "python " + shlex.join([sys.argv[0], *(argv or sys.argv[1:])]),
-              "started": started, "commit": git_commit(), "machine": machine(),
+    env["load_average_end"] = list(os.getloadavg())
+    result = {"benchmark": "stream_cpu", "command": env["command_line"], "environment": env,
+              "model": model_identity(Path(model_dir)),
               "settings": {"model": str(model_dir), "canvas": [h, w], "batch": args.batch, "backend": "ort-cpu",
                            "sink": "mp4 libx264 crf 18", "frames": args.frames,
                            "compare_frames": args.compare_frames, "repeats": args.repeats, "quick": args.quick},

@@ -73,11 +73,10 @@ def stream_inputs(model_dir: Path, model: str, streams: int, folder: Path):
     else synthetic ones. Returns (per-stream identity inputs, each with its own source image made
     by shifting the picture, the frames' (target_keypoints, target_valid), what was used)."""
     from poserender.bench import load_inputs
-    from poserender.config import Pose2ImgConfig
     from poserender.demo import puppet_inputs
     from poserender.manifest import read_manifest
 
-    config = Pose2ImgConfig.from_dict(read_manifest(model_dir)["config"])
+    manifest = read_manifest(model_dir)
     oliver = REPO.parent / "shared" / "data" / "oliver"
     if model == "demo":
         files = puppet_inputs(folder, None, None)
@@ -86,10 +85,12 @@ def stream_inputs(model_dir: Path, model: str, streams: int, folder: Path):
         files = (image, image.with_name(image.name[:-len(".jpg")] + ".npy"), oliver / "varying_tmplt.npz")
     else:
         files = (None, None, None)
-    inputs = load_inputs(config, *files)
-    identities = [{**inputs.source_feed(), "source_image": np.ascontiguousarray(np.roll(inputs.image, 7 * i, axis=3))}
+    source, source_keypoints, keypoints = files
+    inputs = load_inputs(manifest, {"source": source, "source_keypoints": source_keypoints}, keypoints)
+    identity, targets = inputs.adapter.identity_feed(), inputs.adapter.frame_feed(inputs.frames)
+    identities = [{**identity, "source_image": np.ascontiguousarray(np.roll(identity["source_image"], 7 * i, axis=3))}
                   for i in range(streams)]
-    return identities, (inputs.target_keypoints, inputs.target_valid), inputs.described
+    return identities, (targets["target_keypoints"], targets["target_valid"]), inputs.described
 
 
 def server_statistics(client) -> Dict[str, Dict[str, int]]:

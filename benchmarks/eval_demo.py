@@ -1,7 +1,9 @@
 """Quality of the shipped demo model on held-out generated frames -> benchmarks/results/demo_quality.json
 
-    poserender demo-data -o data/demo_val --frames 250 --seed 1      # held out: seed 0 is training
-    python benchmarks/eval_demo.py data/demo_val [--model poserender/demo/model]
+    python benchmarks/eval_demo.py [DATA] [--model poserender/demo/model]
+
+DATA is a `poserender demo-data` folder; without it the held-out set is generated first, as
+`poserender demo-data --frames 250 --seed 1` (seed 0 is training's), into a temporary folder.
 
 Renders the held-out poses with `poserender render` (ONNX Runtime on the CPU, the same source the
 demo uses: the puppet at rest) and compares every frame with the puppet drawn at that pose (the
@@ -13,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -25,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from poserender.bench.environment import environment, model_identity  # noqa: E402
 from poserender.demo import DEMO_SIZE, MODEL_DIR, puppet_inputs  # noqa: E402
 from poserender.demo.puppet import background  # noqa: E402
 from poserender.export.quality import ssim  # noqa: E402
@@ -37,14 +40,27 @@ def summary(values):
             "p10": round(float(np.percentile(v, 10)), 3), "min": round(float(v.min()), 3)}
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("data", help="a demo-data folder (images/, poses.npy) not used in training")
+    ap.add_argument("data", nargs="?", help="a demo-data folder (images/, poses.npy) not used in training "
+                                            "(default: generate 250 frames with seed 1)")
     ap.add_argument("--model", default=str(MODEL_DIR))
     ap.add_argument("-o", "--output", default=str(REPO / "benchmarks" / "results" / "demo_quality.json"))
     ap.add_argument("--sheet", help="also write a side-by-side strip (truth | model) of every 25th frame")
-    args = ap.parse_args()
-    data = Path(args.data)
+    args = ap.parse_args(argv)
+    env = environment(["python", "benchmarks/eval_demo.py", *(sys.argv[1:] if argv is None else argv)],
+                      os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as generated:
+        if args.data is None:
+            data = Path(generated) / "demo_val"
+            subprocess.run([sys.executable, "-m", "poserender.cli", "demo-data", "-o", str(data), "--frames", "250",
+                            "--seed", "1"], check=True, capture_output=True)
+        else:
+            data = Path(args.data)
+        return evaluate(args, data, env)
+
+
+def evaluate(args, data: Path, env) -> int:
     truth_files = sorted((data / "images").glob("*.png"))
     info = json.loads((data / "info.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,14 +88,14 @@ def main() -> int:
             cv2.imwrite(args.sheet, np.concatenate(strip, 1))
     manifest = json.loads((Path(args.model) / "manifest.json").read_text())
     result = {
-        "command": f"python benchmarks/eval_demo.py {args.data}",
-        "held_out": {"folder": str(data), "seed": info["seed"], "frames": len(truth_files),
+        "command": env["command_line"], "environment": env,
+        "held_out": {"folder": str(data) if args.data else "generated: poserender demo-data --frames 250 --seed 1",
+                     "seed": info["seed"], "frames": len(truth_files),
                      "note": "generated with a seed not used in training (configs/demo.yaml trains on seed 0)"},
-        "model": {"folder": str(Path(args.model)), "training": manifest.get("demo_training"),
+        "model": {**model_identity(Path(args.model)), "training": manifest.get("demo_training"),
                   "canvas": manifest.get("canvas")},
         "source": "the puppet at rest (as `poserender demo`)",
         "metrics": {name: {"psnr_db": summary(p), "ssim": summary(s)} for name, (p, s) in rows.items()},
-        "date": time.strftime("%Y-%m-%d"),
     }
     Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
     for name, m in result["metrics"].items():

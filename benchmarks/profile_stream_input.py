@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,26 +27,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict:
-    flags, model = "", platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1]
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return {"cpu": model, "cpu_flags": [f for f in wanted if f in flags.split()], "python": platform.python_version()}
-
-
-def git_state() -> dict:
-    def run(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return {"commit": run("rev-parse", "HEAD"), "clean": run("status", "--porcelain") == ""}
 
 
 def records(frames: int) -> list:
@@ -81,7 +60,10 @@ def timed_stream(lines: list) -> dict:
     the reader and batcher threads, beside the model stage; a wrapper sees every call)."""
     from poserender.demo import puppet_inputs, shipped_model
     from poserender.runtime import live, policy, sources
-    from poserender.runtime.stream import render_stream
+    from poserender import families
+    from poserender.manifest import read_manifest
+    from poserender.runtime.report import StreamOptions
+    from poserender.runtime.stream import RenderRequest, render_stream
 
     spent = {"value check (keypoints.validate.frame_problem)": 0.0,
              "record parse incl. JSON decode and value check (live.parse_record)": 0.0,
@@ -105,8 +87,11 @@ def timed_stream(lines: list) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             image, source_kp, _ = puppet_inputs(Path(tmp) / "inputs")
             stdin = io.BytesIO(("\n".join(lines) + "\n").encode())
-            result = render_stream(shipped_model(), "ort-cpu", source_image=image, source_keypoints=source_kp,
-                                   keypoints="-", output=Path(tmp) / "o.mp4", fps=25.0, stdin=stdin)
+            manifest = read_manifest(shipped_model())
+            adapter = families.of(manifest).adapter(manifest, {"source": image, "source_keypoints": source_kp})
+            request = RenderRequest(keypoints="-", output=str(Path(tmp) / "o.mp4"), backend="ort-cpu",
+                                    stream=StreamOptions(fps=25.0))
+            result = render_stream(manifest, adapter, request, stdin=stdin)
     finally:
         sources.frame_problem, live.parse_record, policy.BadFramePolicy.feed = originals
     report = result.report
@@ -123,9 +108,12 @@ def main() -> int:
     ap.add_argument("-o", "--output", default=str(REPO / "benchmarks" / "results" / "stream_input_cost.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
+    from poserender.bench.environment import environment
+
+    env = environment(["python", "benchmarks/profile_stream_input.py", *sys.argv[1:]], os.cpu_count() or 1)
     lines = records(args.frames)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(), "git": git_state(),
-              "frames": args.frames, "per_record": per_record_us(lines)}
+    result = {"command": env["command_line"], "environment": env, "frames": args.frames,
+              "per_record": per_record_us(lines)}
     result["stream"] = timed_stream(lines)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

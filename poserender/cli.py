@@ -26,6 +26,7 @@ COMMANDS = {
     "triton": "poserender.commands.triton:triton",
     "triton-client": "poserender.commands.triton:triton_client",
     "triton-serve": "poserender.commands.triton:triton_serve",
+    "tune": "poserender.commands.tune:tune",
     "verify": "poserender.commands.verify:verify",
 }
 

@@ -72,6 +72,8 @@ def _package_line(name: str, info: Dict[str, Any]) -> str:
         parts.append(f"opset {info['opset']}")
     elif name == "onnxruntime":
         parts.append("providers: " + ", ".join(info.get("providers", [])))
+    elif name == "openvino" and "devices" in info:
+        parts.append("devices: " + (", ".join(info["devices"]) or "none"))
     elif name == "pycuda" and "cuda_compiled" in info:
         parts.append(f"built for CUDA {info['cuda_compiled']}")
     if info.get("error"):
@@ -105,5 +107,6 @@ def format_report(info: Dict[str, Any]) -> str:
                      f" compute capability {gpu['compute_cap']}")
     lines.append("backends")
     for name, backend in info.get("backends", {}).items():
-        lines.append(f"  {name:<12} {'yes' if backend['usable'] else 'no ':<4} {backend['reason']}")
+        precisions = f" [{', '.join(REGISTRY[name].precisions)}]" if name in REGISTRY else ""
+        lines.append(f"  {name:<12} {'yes' if backend['usable'] else 'no ':<4} {backend['reason']}{precisions}")
     return "\n".join(lines)

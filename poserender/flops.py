@@ -229,3 +229,42 @@ def matmul_peak(threads: int, seconds: float = 2.0, size: int = 2048,
     return {"gflops": results[winner]["gflops"], "library": winner, "by_library": results,
             "how": f"best of repeated {size}x{size} fp32 matmuls per library, {threads} threads, "
                    f"FLOPs = 2 n^3"}
+
+
+def openvino_matmul_peak(precision: str, threads: int, seconds: float = 2.0, size: int = 2048) -> Dict[str, Any]:
+    """The dense ``size`` x ``size`` matmul rate of OpenVINO's CPU plugin at ``precision``, in
+    GFLOP/s (2 n^3 per product; for int8, integer multiply-adds counted the same way): fp32 with
+    ``INFERENCE_PRECISION_HINT=f32``, bf16 with ``bf16``, int8 with FakeQuantize on both operands
+    (OpenVINO runs the product as an INT8 GEMM, AMX/VNNI where the CPU has them). The best of
+    repeated calls, so a model's fraction of it is not flattered; the int8 figure includes
+    quantizing one operand per call, as a quantized layer does. Needs openvino."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    if precision not in ("fp32", "bf16", "int8"):
+        raise ValueError(f"precision {precision!r}; expected fp32, bf16 or int8")
+    rng = np.random.default_rng(0)
+    activations = ops.parameter([size, size], np.float32, name="a")
+    weights = ops.constant(rng.standard_normal((size, size)).astype(np.float32))
+    left = activations
+    if precision == "int8":
+        lo, hi = ops.constant(np.float32(-4)), ops.constant(np.float32(4))
+        left = ops.fake_quantize(activations, lo, hi, lo, hi, 256)
+        weights = ops.fake_quantize(weights, lo, hi, lo, hi, 255)
+    model = ov.Model([ops.matmul(left, weights, False, False)], [activations], f"peak_{precision}")
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                                                      "INFERENCE_NUM_THREADS": str(threads),
+                                                      "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    operand = rng.standard_normal((size, size)).astype(np.float32)
+    request.infer({0: operand})
+    best, runs, began = math.inf, 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - began < seconds:
+        start = time.perf_counter()
+        request.infer({0: operand})
+        best = min(best, time.perf_counter() - start)
+        runs += 1
+    return {"gflops": round(2.0 * size ** 3 / best / 1e9, 2), "runs": runs, "library": f"openvino {ov.__version__}",
+            "how": f"best of repeated {size}x{size} {precision} matmuls on OpenVINO CPU, {threads} threads, "
+                   "FLOPs = 2 n^3" + (" (FakeQuantize on both operands: an INT8 GEMM)" if precision == "int8" else "")}

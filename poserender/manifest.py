@@ -26,6 +26,10 @@ FORMAT_VERSIONS = (1,)
 INT8_KEY = "int8"
 #: the TensorRT-ready INT8 graphs (symmetric int8 Q/DQ, export --int8-target trt|both)
 INT8_TRT_KEY = "int8_trt"
+#: the NNCF-quantized OpenVINO IR (export --int8-target ov), with which INT8 graph ov-cpu runs
+INT8_NNCF_KEY = "int8_nncf"
+#: every manifest key of INT8 graphs
+INT8_KEYS = (INT8_KEY, INT8_TRT_KEY, INT8_NNCF_KEY)
 
 
 def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
@@ -117,12 +121,16 @@ def read_manifest(model_dir: Union[str, Path], verify: bool = True) -> Manifest:
 
 def recorded_files(manifest: Mapping[str, Any]) -> Dict[str, str]:
     """{file: sha256} of every model file the manifest records a hash for: the stage graphs and
-    the INT8 graphs (TensorRT plans carry their own record, checked by engines.compat)."""
+    the INT8 graphs, an OpenVINO IR's weights file too (TensorRT plans carry their own record,
+    checked by engines.compat)."""
     entries = list(manifest.get("stages", []))
-    for key in (INT8_KEY, INT8_TRT_KEY):
+    for key in INT8_KEYS:
         if isinstance(manifest.get(key), dict):
             entries += manifest[key].get("stages", [])
-    return {e["file"]: e["sha256"] for e in entries if isinstance(e, dict) and e.get("file") and e.get("sha256")}
+    files = {e["file"]: e["sha256"] for e in entries if isinstance(e, dict) and e.get("file") and e.get("sha256")}
+    files.update({e["weights_file"]: e["weights_sha256"] for e in entries    # an OpenVINO IR's .bin
+                  if isinstance(e, dict) and e.get("weights_file") and e.get("weights_sha256")})
+    return files
 
 
 def verify_files(model_dir: Union[str, Path], manifest: Mapping[str, Any]) -> None:

@@ -75,7 +75,7 @@ def test_backend_status_names_why_each_is_skipped(monkeypatch):
         usable, reason = status[name]
         assert not usable and reason   # the machine's reason, or that this build has no engine for it
     assert "tensorrt not installed" in status["trt"][1]
-    with pytest.raises(UserError, match=r"unknown backend; known: torch.*\(did you mean ort-cpu\?\)"):
+    with pytest.raises(UserError, match=r"unknown backend; known: torch.*\(did you mean (ort|ov)-cpu\?\)"):
         bench.parse_backends("ort-cpu,onnx-cpu")          # a typo is an error, not a row
     assert bench.parse_backends("all") == list(bench.known_backends())
     assert set(bench.known_backends()) >= {"torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "torch-cuda"}
@@ -284,6 +284,17 @@ def test_resolutions_of_an_exported_folder_and_of_a_checkpoint(tiny_model, tiny_
     assert_user_error(run("bench", tiny_checkpoint, "--resolution", "50", *FAST), "--resolution 50", "multiple of 32")
 
 
+def test_an_existing_result_file_is_replaced_and_said(tiny_model, tmp_path):
+    """The one output rule: an existing --json is replaced once the new result is complete."""
+    out = tmp_path / "r.json"
+    out.write_text("old")
+    result = run("bench", tiny_model, "--backend", "ort-cpu", "--batch", "1", "--peak-seconds", "0", *FAST,
+                 "--json", out)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (replaced)" in result.stdout
+    assert json.loads(out.read_text())["rows"]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("poserender.runtime.stream") is None,
                     reason="the streaming runtime (poserender.runtime.stream) is not in this build")
 def test_stream_cell_runs_the_streaming_runtime(tiny_model, tmp_path):
@@ -411,8 +422,19 @@ def test_psc_default_inputs_source_cells_and_no_baseline(psc_model, tmp_path):
     assert saved["inputs"]["source_parsing"].startswith("synthetic") and saved["inputs"]["target_frames"] == 4
     rows = {r["stage"]: r for r in saved["rows"]}
     base = rows["full"]
-    assert base["status"] == "skipped" and base["is_baseline"] and "a psc model has none" in base["reason"]
+    assert base["status"] == "skipped" and base["is_baseline"] and "no reference forward for psc models" in base["reason"]
     assert rows["source"]["status"] == "ok" and list(rows["source"]["compute_ms"]) == ["source"]
     assert rows["all"]["status"] == "ok" and list(rows["all"]["compute_ms"]) == ["source", "parsing", "frame"]
     assert rows["stream"]["status"] == "ok" and rows["stream"]["frames_per_stream"] == 4
     assert rows["source"]["speedup"] is None and rows["all"]["speedup"] is None        # no baseline ran
+
+
+def test_environment_records_the_cpu_flags_that_decide_the_kernels():
+    """Which of AVX-512, VNNI, BF16 and AMX this CPU has: a CPU result's provenance."""
+    from poserender.bench import environment
+    from poserender.engines.machine import NOTABLE_CPU_FLAGS, cpu_flag_set
+
+    env = environment(["bench"], 1)
+    assert env["cpu_flags"] == [f for f in NOTABLE_CPU_FLAGS if f in cpu_flag_set()]
+    assert {"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"} <= set(NOTABLE_CPU_FLAGS)
+    assert env["git"]["commit"] and env["cpu_model"]

@@ -236,7 +236,8 @@ def _reference_checkpoint(tmp_path):
 @pytest.mark.parametrize("backend", ["ort-cpu", "torch"])
 def test_fixture_frames_through_cli(backend, tmp_path_factory):
     """Reference checkpoint (DataParallel keys) + Oliver.yaml at scale 5 renders the fixture's
-    target frames equal to the fixture's y as uint8: within 2 levels on >= 99.9 % of pixels."""
+    target frames equal to the fixture's y as uint8 within 1 level on every pixel (the graphs agree
+    with the reference within 6e-5, 0.008 of a level: only a value on a rounding edge can move)."""
     if not (SHARED / "fixtures" / "pose2img").is_dir():
         pytest.skip("../shared not found: reference fixtures are not in this checkout")
     tmp = tmp_path_factory.mktemp(f"fixture_{backend}")
@@ -260,7 +261,7 @@ def test_fixture_frames_through_cli(backend, tmp_path_factory):
         expected = np.clip(np.round((y + 1) * 127.5), 0, 255).astype(np.uint8).transpose(1, 2, 0)
         got = cv2.imread(str(tmp / "out" / f"{i:06d}.png"))
         diff = np.abs(expected.astype(int) - got.astype(int))
-        assert (diff > 2).mean() <= 1e-3, (f, diff.max(), (diff > 2).mean())
+        assert diff.max() <= 1, (f, diff.max(), (diff > 1).mean())
 
 
 def test_every_registered_command_imports_and_has_help():

@@ -1,4 +1,5 @@
-"""Layer rules: rendering needs neither torch nor onnx; nothing loads GPU libraries at import; and
+"""Layer rules: rendering needs neither torch nor onnx (nor openvino); nothing loads GPU libraries or
+OpenVINO at import; and
 every import in the package, at module level or inside a function, goes to its own layer or a
 lower one (docs/architecture.md, "Layers")."""
 from __future__ import annotations
@@ -78,7 +79,7 @@ def test_every_package_has_a_layer():
 def test_render_path_imports_without_torch_or_onnx():
     proc = _run("""
         import sys
-        for blocked in ("torch", "onnx", "tensorrt", "pycuda"):
+        for blocked in ("torch", "onnx", "tensorrt", "pycuda", "openvino", "nncf"):
             sys.modules[blocked] = None          # any import of these now fails
         import poserender.cli, poserender.runtime.stream, poserender.runtime.sinks, poserender.families
         import poserender.engines.select, poserender.engines.ort_engine, poserender.engines.torch_engine
@@ -90,13 +91,13 @@ def test_render_path_imports_without_torch_or_onnx():
     assert proc.stdout.strip() in ("ort-cpu", "ort-cuda")     # auto: ONNX Runtime, CUDA where a GPU is usable
 
 
-def test_no_gpu_library_is_imported_by_any_module():
+def test_no_gpu_library_nor_openvino_is_imported_by_any_module():
     proc = _run("""
         import importlib, pkgutil, sys
         import poserender
         for info in pkgutil.walk_packages(poserender.__path__, "poserender."):
             importlib.import_module(info.name)
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorrt", "pycuda", "cupy"))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorrt", "pycuda", "cupy", "openvino", "nncf"))
         print(loaded)
     """)
     assert proc.returncode == 0, proc.stderr

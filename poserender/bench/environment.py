@@ -27,7 +27,7 @@ def environment(argv: Sequence[str], threads: int) -> Dict[str, Any]:
     from importlib import metadata
 
     from .. import __version__
-    from ..engines.machine import cpu_model, nvidia_smi
+    from ..engines.machine import cpu_flags, cpu_model, nvidia_smi
 
     versions = {"python": platform.python_version(), "poserender": __version__}
     for dist in VERSIONED:
@@ -43,11 +43,20 @@ def environment(argv: Sequence[str], threads: int) -> Dict[str, Any]:
     gpus = nvidia_smi()
     return {"command_line": " ".join(shlex.quote(str(a)) for a in argv), "argv": list(argv), "python": sys.executable,
             "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git": git_state(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
+            "git": git_state(), "cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "threads": threads, "ram_gib": round(mem_kib / 2 ** 20, 1) if mem_kib else None,
             "platform": platform.platform(), "gpus": gpus["gpus"], "gpu_error": gpus["error"],
             "load_average_start": load_average(), "versions": versions}
+
+
+def model_identity(folder: Path) -> Dict[str, str]:
+    """The exported model a result describes: its folder and the sha256 of its manifest.json
+    (which holds the sha256 of every graph file and of the checkpoint)."""
+    import hashlib
+
+    manifest = Path(folder) / "manifest.json"
+    return {"folder": str(folder), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
 
 
 def load_average() -> Optional[list]:
@@ -55,7 +64,8 @@ def load_average() -> Optional[list]:
 
 
 def git_state() -> Dict[str, Any]:
-    """The commit of this checkout and whether tracked files differ from it (None: not a git tree)."""
+    """The commit of this checkout and whether tracked files (outside benchmarks/results/) differ
+    from it (None: not a git tree)."""
     def git(*args: str) -> Optional[str]:
         try:
             out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
@@ -64,7 +74,9 @@ def git_state() -> Dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # the results folder is left out: a benchmark run writes there, and it is not measured code
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results") \
+        if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -17,7 +17,8 @@ from ..errors import UserError
 #: what one timed call of a cell is (docs/bench.md): the identity stages, the per-frame stages,
 #: both (a new identity), or a whole stream through the streaming runtime
 STAGES = ("source", "frame", "all", "stream")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: every precision some backend of the registry runs (a backend that cannot run one skips its cells)
+PRECISIONS = registry.all_precisions()
 
 
 @dataclasses.dataclass

@@ -5,13 +5,15 @@ import csv
 import io
 from typing import Any, Dict, List
 
+from .floors import floor_lines
+
 CSV_COLUMNS = (
     "backend", "stage", "batch", "precision", "canvas", "layout", "status", "reason", "runs", "clipped", "fps",
     "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "raw_p99_ms", "frame_ms_min",
     "frame_ms_median", "frame_ms_max", "compute_source_ms", "compute_frame_ms", "host_ms", "queue_ms",
     "peak_rss_mib", "gpu_memory_peak_mib", "flops_per_frame", "achieved_gflops", "peak_fraction", "speedup",
     "frames_max_abs_diff", "frames_within_2_levels", "speedup_vs_fp32", "psnr_vs_fp32_db", "ssim_vs_fp32",
-    "max_abs_vs_fp32")
+    "max_abs_vs_fp32", "floor_ms_per_frame", "ratio_to_floor")
 
 
 
@@ -29,7 +31,8 @@ def flat_row(row: Dict[str, Any]) -> Dict[str, Any]:
     per = row.get("per_frame_ms") or {}
     return {**{k: row.get(k) for k in ("backend", "stage", "batch", "precision", "canvas", "layout", "status",
                                        "reason", "runs", "clipped", "fps", "host_ms", "queue_ms", "peak_rss_mib",
-                                       "flops_per_frame", "achieved_gflops", "peak_fraction", "speedup")},
+                                       "flops_per_frame", "achieved_gflops", "peak_fraction", "speedup",
+                                       "floor_ms_per_frame", "ratio_to_floor")},
             **{f"{k}_ms": lat.get(k) for k in ("p50", "p90", "p95", "p99", "mean", "min", "max")},
             "raw_p99_ms": _get(row, "latency_raw_ms", "p99"), "frame_ms_min": per.get("min"),
             "frame_ms_median": per.get("median"), "frame_ms_max": per.get("max"),
@@ -88,6 +91,7 @@ def format_table(result: Dict[str, Any]) -> str:
                  "(min/median/max: machine noise); compute = engine calls, host = the rest; RSS in MiB; "
                  "clip = calls dropped as outliers")
     lines.extend(precision_lines(result["rows"]))
+    lines.extend(floor_lines(result))
     for row in result["rows"]:
         if row["status"] == "ok" and row["stage"] == "stream":
             lines.append(f"stream {row['backend']} batch {row['batch']}: first frame {row['first_frame_s']['median']} s "

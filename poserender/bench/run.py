@@ -15,6 +15,7 @@ from .baseline import baseline_row
 from .cellflops import GraphFlops
 from .cells import open_engines, run_cell
 from .environment import environment, load_average
+from .floors import apply_floors, precision_peaks
 from .grid import Grid, backend_status, layout as plan_layout
 from .inputs import BenchInputs, load_inputs
 from .rows import Skip, compare_precisions, derive, row
@@ -56,6 +57,8 @@ def run_bench(models: Sequence[Tuple[Path, Mapping[str, Any]]], grid: Grid, meth
     peak = matmul_peak(method.threads, peak_seconds) if peak_seconds > 0 else {"gflops": None,
                                                                                "how": "not measured"}
     derive(rows, peak.get("gflops"))
+    peaks = precision_peaks(rows, method.threads, peak_seconds)
+    apply_floors(rows, peak.get("gflops"), peaks)
     env["load_average_end"] = load_average()
     return {"schema": SCHEMA, "environment": env,
             "method": {**dataclasses.asdict(method), "outliers": OUTLIER_RULE, "clock": "time.perf_counter",
@@ -68,7 +71,8 @@ def run_bench(models: Sequence[Tuple[Path, Mapping[str, Any]]], grid: Grid, meth
             "grid": dataclasses.asdict(grid), "baseline": baseline, "inputs": described,
             "models": [model_info(d, m) for d, m in models],
             "flops": {"counted": COUNTED, "per_stage_at_batch_1": flops_summary},
-            "machine_peak": peak, "rows": rows, "wall_s": round(time.perf_counter() - started, 1)}
+            "machine_peak": peak, "precision_peaks": peaks, "rows": rows,
+            "wall_s": round(time.perf_counter() - started, 1)}
 
 
 def run_model(model_dir: Path, manifest: Manifest, grid: Grid, method: Method, inputs: BenchInputs,

@@ -89,15 +89,17 @@ def _write_text(path: Path, text: str) -> None:
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("--backend", default="all", show_default=True,
-              help="Comma-separated: torch, ort-cpu, ort-cuda, ort-trt, trt, torch-cuda, or 'all'. "
+              help="Comma-separated names from `poserender doctor` (torch, ort-cpu, ov-cpu, ort-cuda, ...), or 'all'. "
                    "Ones unusable here are listed as skipped with the reason.")
 @click.option("--batch", "batches", default="1,4,8", show_default=True, help="Batch sizes, e.g. 1,4,8.")
 @click.option("--stage", "stages", default="frame", show_default=True,
               help="source (identity stages), frame (per-frame stages), all (both per call: a new identity), "
                    "stream; comma-separated.")
 @click.option("--precision", "precisions", default="fp32", show_default=True,
-              help="e.g. fp32,int8 (int8: the model's calibrated INT8 graphs on ort-cpu) or fp32,fp16 (GPU "
-                   "backends). Reduced-precision rows get their speed-up and PSNR/SSIM vs the fp32 row.")
+              help="e.g. fp32,int8 (int8: the model's calibrated INT8 graphs on ort-cpu/ov-cpu), "
+                   "fp32,bf16,int8,int8-bf16 (ov-cpu) or fp32,fp16 (GPU backends); a backend that does not run one "
+                   "skips its cells. Reduced-precision rows get their speed-up and PSNR/SSIM vs the fp32 row; every "
+                   "CPU row its compute floor (FLOPs / the measured peak of its precision).")
 @click.option("--resolution", "resolutions", help="Canvas sides, e.g. 128,256 (a Pose2Img checkpoint is exported "
                                                   "per side).")
 @click.option("--devices", help="Device slots, e.g. 0, 0,1 (pipeline split: the stages cut in order over the "
@@ -171,12 +173,15 @@ def bench(model, backend, batches, stages, precisions, resolutions, devices, rep
                                argv=["poserender", *sys.argv[1:]] if Path(sys.argv[0]).name == "poserender"
                                else sys.argv, skipped_models=skipped, log=log)
     click.echo(format_table(result))
+    written = []
     for path, write in ((json_path, lambda p: _write_text(p, json.dumps(result, indent=2) + "\n")),
                         (csv_path, lambda p: _write_text(p, to_csv(result))),
                         (plot_path, lambda p: _write_plot(result, p))):
-        if path:
+        if path:        # the one output rule: an existing file is replaced when the new one is complete, and said
+            existed = Path(path).exists()
             write(Path(path))
-    click.echo(verdict(result, [p for p in (json_path, csv_path, plot_path) if p]))
+            written.append(f"{path} (replaced)" if existed else str(path))
+    click.echo(verdict(result, written))
 
 
 def _write_plot(result: Dict[str, Any], path: Path) -> None:

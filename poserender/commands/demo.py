@@ -101,6 +101,7 @@ def _write_inputs(folder: Path, model_dir: Path, frames: Optional[int], seed: Op
     if folder.exists() and not folder.is_dir():
         raise UserError("exists and is not a folder; --inputs takes a folder", folder)
     folder.mkdir(parents=True, exist_ok=True)
+    replaced = (folder / "model").exists()
     work = temp_dir_beside(folder / "model")
     try:
         for item in model_dir.iterdir():
@@ -116,5 +117,6 @@ def _write_inputs(folder: Path, model_dir: Path, frames: Optional[int], seed: Op
     if targets.parent == folder and targets.name != "clip.npy":
         targets.unlink()
     click.echo(f"wrote the demo model and inputs to {folder}: model/, {image.name}, {source_kp.name}, clip.npy "
-               f"({int(np.load(folder / 'clip.npy', mmap_mode='r').shape[0])} frames)")
+               f"({int(np.load(folder / 'clip.npy', mmap_mode='r').shape[0])} frames)"
+               + (" (replaced)" if replaced else ""))
 

@@ -47,10 +47,13 @@ from .common import WARP_CHOICES, log, user_errors
 @click.option("--gate-psnr", type=float, default=35.0, show_default=True,
               help="int8: refuse the export when the INT8 frames' PSNR vs FP32 on the held-out frames is lower (dB).")
 @click.option("--gate-ssim", type=float, help="int8: also refuse below this SSIM (e.g. 0.95).")
-@click.option("--int8-target", type=click.Choice(["ort", "trt", "both"]), default="ort", show_default=True,
+@click.option("--int8-target", type=click.Choice(["ort", "trt", "both", "ov"]), default="ort", show_default=True,
               help="int8: ort: frame.int8.onnx for ONNX Runtime CPU (uint8 activations); trt: frame.int8.trt.onnx, "
                    "symmetric INT8 Q/DQ for TensorRT's explicit quantization (checked against TensorRT's Q/DQ rules, "
-                   "gated on ONNX Runtime CPU); both: calibrate once, write both.")
+                   "gated on ONNX Runtime CPU); both: calibrate once, write both; ov: the ort graph plus NNCF's "
+                   "quantization for OpenVINO from the same calibration frames (frame.int8.nncf.xml, gated on "
+                   "OpenVINO on the same held-out frames); ov-cpu runs whichever of the two was faster there "
+                   "(needs the openvino extra).")
 @user_errors
 def export_cmd(checkpoint: str, family: str, config: Optional[str], scale: Optional[float], warp_mode: Optional[str],
                output: str, aa_norm: Optional[str], size: Optional[int], precision: str, calibrate: Optional[str],
@@ -127,7 +130,11 @@ def _add_int8(model_dir: Path, family, calibrate: Path, int8: dict) -> None:
         q = entry["quality"]
         files = ", ".join(s["file"] for s in entry["stages"])
         psnr = "inf" if q["psnr_db"] is None else q["psnr_db"]
-        where = "" if target == "ort" else " (TensorRT Q/DQ rules ok; measured on ONNX Runtime CPU)"
+        where = {"ort": "", "trt": " (TensorRT Q/DQ rules ok; measured on ONNX Runtime CPU)"}.get(target, "")
+        if target == "ov":
+            route = entry["ov_route"]
+            where = (f" (measured on OpenVINO); ov-cpu --precision int8 runs the {route['chosen']} graph "
+                     f"(OpenVINO ms/frame: {', '.join(f'{k} {v}' for k, v in route['ms_per_frame'].items())})")
         click.echo(f"INT8 {files} ({entry['calibration']['method']} calibration, "
                    f"{entry['calibration']['frames']} frames): PSNR {psnr}"
                    f" dB, SSIM {q['ssim']}, max |err| {q['max_abs_error']:g} on {q['frames']} held-out frames, "
@@ -169,6 +176,10 @@ def _int8_options(family, precision: str, calibrate, identity: dict, frames: int
         return {}
     if family.int8 is None:
         raise UserError(f"--precision int8: a {family.name} model has no INT8 export")
+    if target == "ov":
+        from ..export.nncf_route import check_available
+
+        check_available()
     wanted = " and ".join(f"{i.option} ({i.help})" for i in family.identity_inputs)
     missing = ["--calibrate"] * (not calibrate) + [i.option for i in family.identity_inputs if not identity.get(i.key)]
     stray = [k for k, v in identity.items() if v and k not in {i.key for i in family.identity_inputs}]

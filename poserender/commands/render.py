@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import click
 
+from ..engines import registry
 from ..errors import UserError
 from .common import WARP_CHOICES, Progress, log, model_dir_for, user_errors
 
@@ -116,7 +117,7 @@ def run_stream(manifest, family, identity: Dict[str, Any], request, source=None,
         progress.finish()
     to_stdout = str(request.output) == "-"
     if not quiet:
-        for line in summary_lines(result, str(request.output), request.precision) + ([note] if note else []):
+        for line in summary_lines(result, str(request.output), result.precision) + ([note] if note else []):
             click.echo(line, err=to_stdout)
     if verbose or (request.metrics is not None and not quiet):
         for line in result.report.metrics.table():
@@ -171,11 +172,14 @@ def _quiet_stdout() -> None:
               help="When MODEL is a PSC checkpoint folder: AA-Net BatchNorm statistics; authors (default: "
                    "per-sample batch statistics, what the reference computes) or eval (running stats).")
 @click.option("--backend", default="auto", show_default=True,
-              help="auto (ONNX Runtime on CUDA when usable, else on the CPU, else torch), or a name from "
-                   "`poserender doctor`: ort-cpu, torch, ort-cuda, ort-trt, trt, torch-cuda.")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
-              help="int8: the model's calibrated INT8 graphs on ort-cpu (export --precision int8); fp16/bf16: "
-                   "reduced precision on the GPU backends (torch-cuda, ort-trt, trt).")
+              help="auto: the fastest backend and precision that passed the quality gate in this host's "
+                   "`poserender tune` record of MODEL, else ONNX Runtime on CUDA when usable, else on the CPU, else "
+                   "torch; or a name from `poserender doctor`: " + ", ".join(registry.names()) + ".")
+@click.option("--precision", type=click.Choice(registry.all_precisions()),
+              help="Default fp32 (with --backend auto: what tune measured best). int8: the model's calibrated INT8 "
+                   "graphs (export --precision int8) on ort-cpu or ov-cpu; bf16: ov-cpu on a CPU with "
+                   "AVX512_BF16/AMX, or the GPU backends; int8-bf16: ov-cpu, INT8 trunk + BF16 rest; fp16: the GPU "
+                   "backends (torch-cuda, ort-trt, trt). `poserender doctor` lists each backend's precisions.")
 @click.option("--format", "fmt", type=click.Choice(["mp4", "png", "jpg", "raw"]),
               help="Default: from -o (.mp4 -> mp4, '-' -> raw, otherwise a png folder).")
 @click.option("--fps", default=15.0, show_default=True, help="Output frame rate (the reference renders at 15).")
@@ -280,7 +284,7 @@ def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend,
     family = _family_of(Path(model))
     export_options = {"config": config, "scale": scale, "warp_mode": warp_mode, "aa_norm": aa_norm}
     mode = family.render_mode({k: v for k, v in family_options.items() if v not in (None, False, ())}, Path(model))
-    given = {"stdout": output == "-", "realtime": realtime, "precision": precision != "fp32", "follow": follow,
+    given = {"stdout": output == "-", "realtime": realtime, "precision": precision is not None, "follow": follow,
              "preview": preview, "metrics": metrics, "devices": devices, "replicate": replicate,
              "serve": serve}
     if mode is None:
@@ -297,7 +301,8 @@ def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend,
     manifest = read_manifest(model_dir)
     request = RenderRequest(
         keypoints=keypoints, output="(no output)" if output is None else output, backend=backend,
-        precision=None if precision == "fp32" else precision, fmt="none" if output is None else fmt, audio=Path(audio) if audio else None, codec=codec, devices=devices,
+        precision=precision, fmt="none" if output is None else fmt, audio=Path(audio) if audio else None,
+        codec=codec, devices=devices,
         stream=StreamOptions(batch=batch, max_wait_ms=max_wait_ms, on_bad_frame=on_bad_frame, replicate=replicate,
                              fps=fps, realtime=realtime, late=late, max_frames=max_frames, max_gap=max_gap),
         follow=follow, follow_timeout=follow_timeout, idle_timeout=idle_timeout,

@@ -1,6 +1,6 @@
 """What this machine has, as facts the backend probes read: installed packages (imported inside
 functions, at call time, a missing or broken one reported as text: "not installed", "import
-failed: ..."), the GPUs nvidia-smi lists, CUDA_VISIBLE_DEVICES. Nothing heavy is imported when
+failed: ..."), the GPUs nvidia-smi lists, CUDA_VISIBLE_DEVICES, the CPU's feature flags. Nothing heavy is imported when
 this module is imported; nothing here raises for a missing package or driver.
 
 ``poserender doctor`` formats these facts and the registry's probes (engines/registry.py).
@@ -14,12 +14,12 @@ import subprocess
 import sys
 import warnings
 from fractions import Fraction
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Optional, Tuple
 
 # display name -> module imported to probe it
 PACKAGES: Dict[str, str] = {
     "numpy": "numpy", "opencv": "cv2", "av": "av", "torch": "torch", "onnx": "onnx",
-    "onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "pycuda": "pycuda.driver",
+    "onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "pycuda": "pycuda.driver",
 }
 ENCODERS: Tuple[str, ...] = ("libx264", "h264_nvenc")
 NVIDIA_SMI_TIMEOUT_S = 10.0
@@ -88,6 +88,7 @@ _DETAILS: Dict[str, Callable[[Any], Dict[str, Any]]] = {
     "onnx": lambda onnx: {"opset": onnx.defs.onnx_opset_version()},
     "onnxruntime": lambda ort: {"providers": list(ort.get_available_providers()),
                                 "device": ort.get_device()},
+    "openvino": lambda ov: {"devices": list(ov.Core().available_devices)},
     "pycuda": _pycuda_details,
 }
 
@@ -168,12 +169,32 @@ def ort_distributions() -> Tuple[str, ...]:
     return tuple(found)
 
 
-class Facts:
-    """The package probes and nvidia-smi, each run once, on first use."""
+def cpu_flag_set() -> FrozenSet[str]:
+    """Every feature flag this CPU reports in /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags") and ":" in line:
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
 
-    def __init__(self):
+
+class Facts:
+    """The package probes, nvidia-smi and the CPU's feature flags, each read once, on first use.
+    ``cpu_flags`` given: those flags instead of this CPU's (a test simulates another CPU)."""
+
+    def __init__(self, cpu_flags: Optional[Iterable[str]] = None):
         self._packages: Dict[str, Dict[str, Any]] = {}
         self._driver: Optional[Dict[str, Any]] = None
+        self._cpu_flags: Optional[FrozenSet[str]] = None if cpu_flags is None else frozenset(cpu_flags)
+
+    @property
+    def cpu_flags(self) -> FrozenSet[str]:
+        if self._cpu_flags is None:
+            self._cpu_flags = cpu_flag_set()
+        return self._cpu_flags
 
     def package(self, name: str) -> Dict[str, Any]:
         if name not in self._packages:
@@ -204,3 +225,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+#: the CPU features that decide which kernels (and so which speeds) a CPU result reflects
+NOTABLE_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu_flags(wanted=NOTABLE_CPU_FLAGS) -> list:
+    """Which of ``wanted`` this CPU reports in /proc/cpuinfo (empty where it cannot be read)."""
+    have = cpu_flag_set()
+    return [flag for flag in wanted if flag in have]

@@ -8,17 +8,24 @@ doctor`` formats the probes; ``render``, ``bench``, ``demo``, ``build``, ``verif
 engines.select.stage_engines, which calls the factories. A new backend is one module with its
 Engine class plus one entry here.
 
-``auto`` follows one rule everywhere (:func:`pick_auto`): the first usable of ``AUTO_ORDER``
-(ONNX Runtime on CUDA, then on the CPU, then torch), and the choice is reported with the reason
-the ones before it were passed over.
+``auto`` follows one rule everywhere (:func:`pick_auto`):
+
+1. measured: when the model folder has a ``probe.json`` entry for this host (``poserender tune``,
+   engines/autopick.py), the fastest (backend, precision) of it that passed the quality gate and
+   still runs here (at the asked precision, when one was asked), with its numbers as the reason;
+2. otherwise the first usable of ``AUTO_ORDER`` (ONNX Runtime on CUDA, then on the CPU, then
+   torch), with the reason the ones before it were passed over (and, for a model, how to measure).
+
+Every command reports the choice (render's summary: ``backend auto: ...``).
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from ..errors import UserError
+from . import autopick, ov_engine
 from .machine import Facts, _tensorrt_libraries, ort_distributions
 
 Probe = Tuple[bool, str]
@@ -48,6 +55,11 @@ class Backend:
     probe: Callable[[Facts], Probe]
     factory: Callable[[EngineRequest], Any]
     summary: str
+    #: why this machine cannot run a precision the backend has (None: it can), e.g. BF16 without the ISA
+    refuse: Optional[Callable[[str, Facts], Optional[str]]] = None
+    #: {stage: graph file} a precision runs, one line when the model has none (default: the FP32
+    #: graphs; at int8 the calibrated QDQ graphs of the manifest's ``int8`` entry)
+    stage_files: Optional[Callable[[Path, Mapping[str, Any], Optional[str]], Dict[str, str]]] = None
 
 
 # -- probes ---------------------------------------------------------------------------------------
@@ -137,6 +149,11 @@ def _trt_engine(r: EngineRequest):
     return TrtEngine(r.spec, r.model_dir, r.manifest, r.device, precision, r.cuda_graphs)
 
 
+def _fp32_files(model_dir: Path, manifest: Mapping[str, Any], precision: Optional[str]) -> Dict[str, str]:
+    """The FP32 graphs whatever the precision (TensorRT finds its plans, int8 ones too, itself)."""
+    return {s["name"]: s["file"] for s in manifest["stages"]}
+
+
 #: name -> backend; the order is doctor's and bench's
 BACKENDS: Dict[str, Backend] = {b.name: b for b in (
     Backend("torch", CPU, ("fp32",), _torch_cpu, _torch_engine, "PyTorch eager on the CPU (the reference)"),
@@ -144,12 +161,15 @@ BACKENDS: Dict[str, Backend] = {b.name: b for b in (
             "PyTorch eager on a GPU, optional CUDA graphs"),
     Backend("ort-cpu", CPU, ("fp32", "int8"), _ort("ort-cpu", "CPUExecutionProvider"), _ort_cpu_engine,
             "ONNX Runtime on the CPU; int8: the calibrated QDQ graphs"),
+    Backend("ov-cpu", CPU, ov_engine.PRECISIONS, ov_engine.probe, ov_engine.engine,
+            "OpenVINO on x86 CPUs (extra .[openvino]): bf16 in the trunk with AVX512_BF16/AMX, int8: the faster "
+            "of the QDQ and NNCF graphs", refuse=ov_engine.refuse, stage_files=ov_engine.stage_files),
     Backend("ort-cuda", GPU, ("fp32",), _ort("ort-cuda", "CUDAExecutionProvider"), _ort_cuda_engine,
             "ONNX Runtime's CUDA provider, IO binding"),
     Backend("ort-trt", GPU, ("fp32", "fp16", "bf16"), _ort("ort-trt", "TensorrtExecutionProvider"), _ort_trt_engine,
             "ONNX Runtime's TensorRT provider"),
     Backend("trt", GPU, ("fp32", "fp16", "bf16", "int8"), _trt, _trt_engine,
-            "native TensorRT plans from `poserender build`"),
+            "native TensorRT plans from `poserender build`", stage_files=_fp32_files),
 )}
 AUTO = "auto"
 #: ``auto`` takes the first usable of these
@@ -174,15 +194,49 @@ def availability(facts: Optional[Facts] = None) -> Dict[str, Probe]:
     return {name: backend.probe(facts) for name, backend in BACKENDS.items()}
 
 
-def pick_auto(facts: Optional[Facts] = None) -> Tuple[str, str]:
-    """(backend, why): the first usable of AUTO_ORDER, and why the ones before it were not."""
+def all_precisions() -> Tuple[str, ...]:
+    """Every precision some backend runs, fp32 first (what --precision accepts at all)."""
+    found = [p for b in BACKENDS.values() for p in b.precisions]
+    return tuple(dict.fromkeys(["fp32"] + found))
+
+
+def refusal(name: str, precision: Optional[str], facts: Optional[Facts] = None) -> Optional[str]:
+    """Why backend ``name`` cannot run ``precision`` on this machine (None: it can)."""
+    backend = BACKENDS[name]
+    if precision in (None, "fp32"):
+        return None
+    if precision not in backend.precisions:
+        return f"backend {name} runs {', '.join(backend.precisions)}"
+    return None if backend.refuse is None else backend.refuse(precision, facts or Facts())
+
+
+class Choice(NamedTuple):
+    """What ``auto`` chose: the backend, the precision (None: as asked) and why."""
+
+    backend: str
+    precision: Optional[str]
+    why: str
+
+
+def pick_auto(facts: Optional[Facts] = None, model_dir: Optional[Path] = None,
+              precision: Optional[str] = None) -> Choice:
+    """The auto rule (module doc): the measured pick of ``model_dir``'s probe.json for this host,
+    else the first usable of AUTO_ORDER and why the ones before it were not."""
     facts = facts or Facts()
+    note = ""
+    if model_dir is not None:
+        def usable(name: str, at: str) -> bool:
+            return name in BACKENDS and BACKENDS[name].probe(facts)[0] and refusal(name, at, facts) is None
+
+        found, note = autopick.measured_pick(Path(model_dir), precision, usable)
+        if found is not None:
+            return Choice(*found)
     passed = []
     for name in AUTO_ORDER:
-        usable, reason = BACKENDS[name].probe(facts)
-        if usable:
-            why = f"auto: {name}" + (f" ({'; '.join(passed)})" if passed else "")
-            return name, why
+        usable_here, reason = BACKENDS[name].probe(facts)
+        if usable_here:
+            why = f"auto: {name}" + (f" ({'; '.join(passed + ([note] if note else []))})" if passed or note else "")
+            return Choice(name, precision, why)
         passed.append(f"{name} not usable: {reason}")
     raise UserError("no usable backend: install onnxruntime (pip install onnxruntime) or torch; "
                     f"{'; '.join(passed)}")
@@ -192,7 +246,8 @@ def resolve(name: str, facts: Optional[Facts] = None) -> Tuple[str, Optional[str
     """(backend, what auto chose and why, or None) for a --backend value; an unknown name or one
     this machine cannot run is one line naming the known ones / the reason."""
     if name == AUTO:
-        return pick_auto(facts)
+        choice = pick_auto(facts)
+        return choice.backend, choice.why
     if name not in BACKENDS:
         import difflib
 

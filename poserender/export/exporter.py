@@ -57,7 +57,9 @@ def export_model(family, plan, out_dir: Union[str, Path], log: Callable[[str], N
             log(f"  {readiness.summary()}")
             batch = max(int(feed[t.name].shape[0]) for t in spec.inputs if t.shape and t.shape[0] == "batch")
             runs = PER_IDENTITY if spec.name in family.identity_stages else PER_FRAME
-            entries.append({**spec.to_dict(), "runs": runs, "sha256": sha256_file(work / spec.file),
+            # the family's INT8 trunk: what INT8 quantizes and reduced-precision backends (ov-cpu bf16) reduce
+            trunk = {"trunk": list(family.int8.trunk)} if family.int8 and family.int8.stage == spec.name else {}
+            entries.append({**spec.to_dict(), "runs": runs, **trunk, "sha256": sha256_file(work / spec.file),
                             "bytes": (work / spec.file).stat().st_size,
                             "tensorrt_readiness": readiness.to_dict(),
                             "verification": {"backend": "ort-cpu", "batch": batch, **report},

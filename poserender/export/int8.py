@@ -2,8 +2,10 @@
 
 For the stage the family's :class:`~poserender.families.Int8Plan` names, with its trunk and the
 op types it keeps FP32: the frames are split into calibration, method-selection and held-out gate
-frames; each method calibrates on real feeds (export/calibration.py); the best on the selection
-frames must pass the quality gate on the gate frames, else nothing is written.
+frames; each route (target) calibrates on the same real feeds (export/calibration.py): the QDQ
+graphs with each method (the best on the selection frames is kept), the NNCF route for OpenVINO
+(export/nncf_route.py) with NNCF's own; every graph must pass the quality gate on the same gate
+frames, else nothing is written.
 """
 from __future__ import annotations
 
@@ -20,9 +22,14 @@ from ..fileio import temp_dir_beside
 from ..manifest import MANIFEST, read_manifest, sha256_file, write_json_atomic
 from .calibration import CalibrationData, _batches, split_frames, stage_feeds
 from .quality import QualityGate, frame_quality
-from . import quantize
-from .quantize import (CALIBRATION_CHOICES, METHODS, PERCENTILE, TARGET_RECORDS, TARGETS, TRT_EXTRA_OPTIONS,
-                       TRT_FP32_OPS, _frames, _session, calibration_cache_supported, int8_file, quantization_plan)
+from . import nncf_route, quantize
+from .quantize import (CALIBRATION_CHOICES, METHODS, PERCENTILE, TARGET_OUTPUTS, TARGET_RECORDS, TARGETS,
+                       TRT_EXTRA_OPTIONS, TRT_FP32_OPS, _frames, _session, calibration_cache_supported, int8_file,
+                       quantization_plan)
+
+#: what each route's gate frames are measured on
+MEASURED_ON = {"trt": "ONNX Runtime CPU (S8S8 Q/DQ), standing in for TensorRT",
+               "ov": "OpenVINO CPU (f32 for the float ops)"}
 
 def add_int8(model_dir: Path, data: CalibrationData, method: str = "auto", frames: int = 32, gate_frames: int = 16,
              selection_frames: int = 8, gate: QualityGate = QualityGate(), batch: int = 4, per_channel: bool = False,
@@ -37,18 +44,20 @@ def add_int8(model_dir: Path, data: CalibrationData, method: str = "auto", frame
 
 
 def _target_label(target: str) -> str:
-    return "INT8" if target == "ort" else "INT8 (TensorRT Q/DQ)"
+    return {"ort": "INT8", "trt": "INT8 (TensorRT Q/DQ)", "ov": "INT8 (NNCF, OpenVINO)"}[target]
 
 
 def add_int8_targets(model_dir: Path, data: CalibrationData, method: str = "auto", frames: int = 32,
                      gate_frames: int = 16, selection_frames: int = 8, gate: QualityGate = QualityGate(),
                      batch: int = 4, per_channel: bool = False, target: str = "ort",
                      log: Callable[[str], None] = lambda s: None) -> Dict[str, Dict[str, Any]]:
-    """:func:`add_int8` for ``target`` ``ort``, ``trt`` or ``both``: {target: manifest entry}
-    (``ort`` -> ``int8``, ``trt`` -> ``int8_trt``). ``both`` calibrates each method once and
-    quantizes both graphs from the same ranges; each graph picks its method on the selection
-    frames and must pass the gate, else neither is written. ``per_channel`` applies to ``ort``
-    (``trt`` weights are always per channel)."""
+    """:func:`add_int8` for ``target`` ``ort``, ``trt``, ``both`` or ``ov``: {target: manifest
+    entry} (``ort`` -> ``int8``, ``trt`` -> ``int8_trt``, ``ov`` -> ``int8_nncf``). ``both``
+    calibrates each method once and quantizes both graphs from the same ranges; ``ov`` writes the
+    ``ort`` graph and the NNCF route's OpenVINO IR from the same calibration feeds. Each QDQ graph
+    picks its method on the selection frames; every graph must pass the gate on the same gate
+    frames, else none is written. ``per_channel`` applies to ``ort`` (``trt`` weights are always
+    per channel)."""
     import onnx
     import onnxruntime
     from onnxruntime.quantization.preprocess import quant_pre_process
@@ -68,7 +77,9 @@ def add_int8_targets(model_dir: Path, data: CalibrationData, method: str = "auto
         raise UserError(f"--calibration-method {method!r}; expected one of {', '.join(CALIBRATION_CHOICES)}")
     if target not in TARGETS:
         raise UserError(f"--int8-target {target!r}; expected one of {', '.join(TARGETS)}")
-    outputs = ["ort", "trt"] if target == "both" else [target]
+    outputs = list(TARGET_OUTPUTS[target])
+    if "ov" in outputs:
+        nncf_route.check_available()
     stage_name = plan.stage
     stage = stages[stage_name]
     batch = max(1, min(batch, int(stage["batch"]["max"])))
@@ -86,17 +97,28 @@ def add_int8_targets(model_dir: Path, data: CalibrationData, method: str = "auto
         pre = work / "fp32.pre.onnx"
         quant_pre_process(str(model_dir / stage["file"]), str(pre), skip_symbolic_shape=True)
         pre_model = onnx.load(str(pre), load_external_data=False)
-        plans = {t: quantization_plan(pre_model, plan.trunk, head_in_trunk=not plan.heads_outside_trunk,
+        # the NNCF route quantizes the FP32 graph itself (OpenVINO reads it), so its plan names its nodes
+        plans = {t: quantization_plan(pre_model if t != "ov" else onnx.load(str(model_dir / stage["file"]),
+                                                                             load_external_data=False),
+                                      plan.trunk, head_in_trunk=not plan.heads_outside_trunk,
                                       fp32_ops={**plan.fp32_ops, **(TRT_FP32_OPS if t == "trt" else {})})
                  for t in outputs}
         del pre_model
         candidates = list(METHODS) if method == "auto" else [method]
-        share = len(outputs) > 1 and calibration_cache_supported()
+        qdq = [t for t in outputs if t != "ov"]
+        share = len(qdq) > 1 and calibration_cache_supported()
         tried: Dict[str, List[Dict[str, Any]]] = {t: [] for t in outputs}
         checks: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        if "ov" in outputs:         # the second route: NNCF's calibration on the same frames
+            t0 = time.perf_counter()
+            log(f"{_target_label('ov')}: calibrating the {stage_name} stage on {len(split.calibration)} frames ...")
+            scope = nncf_route.ignored_scope(plans["ov"], plan.fp32_ops)
+            nncf_route.quantize(model_dir / stage["file"], work / "nncf.ov.xml", scope, feeds["calibration"])
+            tried["ov"].append({"method": "nncf", "preset": nncf_route.PRESET,
+                                "calibrate_s": round(time.perf_counter() - t0, 1)})
         for name in candidates:
             cache = work / f"{name}.ranges.json" if share else None
-            for t in outputs:
+            for t in qdq:
                 t0 = time.perf_counter()
                 graph = work / f"{name}.{t}.onnx"
                 reused = cache is not None and cache.is_file()
@@ -127,8 +149,10 @@ def add_int8_targets(model_dir: Path, data: CalibrationData, method: str = "auto
         results: Dict[str, Tuple[str, Dict[str, Any]]] = {}
         verdicts = []
         for t in outputs:
-            chosen = max(tried[t], key=psnr_of)["method"] if method == "auto" else method
-            quality = frame_quality(reference["gate"], _frames(_session(work / f"{chosen}.{t}.onnx"), feeds["gate"]))
+            chosen = "nncf" if t == "ov" else max(tried[t], key=psnr_of)["method"] if method == "auto" else method
+            graph = work / f"{chosen}.{t}.{'xml' if t == 'ov' else 'onnx'}"
+            made = nncf_route.ov_frames(graph, feeds["gate"]) if t == "ov" else _frames(_session(graph), feeds["gate"])
+            quality = frame_quality(reference["gate"], made)
             verdict = gate.verdict(quality, f"{_target_label(t)} {stage_name} stage ({chosen} calibration) vs FP32")
             log(verdict)
             results[t] = (chosen, quality)
@@ -137,20 +161,32 @@ def add_int8_targets(model_dir: Path, data: CalibrationData, method: str = "auto
             raise UserError(f"{'; '.join(v for v, _ in verdicts)}; INT8 graphs not written (the FP32 export is "
                             "complete and kept; lower --gate-psnr, try another --calibration-method or more --frames)",
                             model_dir)
+        route = None
+        if "ov" in outputs:         # which graph ov-cpu --precision int8 runs: measured on OpenVINO
+            route = nncf_route.compare_routes({"qdq": work / f"{results['ort'][0]}.ort.onnx",
+                                               "nncf": work / "nncf.ov.xml"}, feeds["gate"], reference["gate"], gate,
+                                              log)
         entries: Dict[str, Dict[str, Any]] = {}
         for t in outputs:
             chosen, quality = results[t]
             key, _, described = TARGET_RECORDS[t]
             path = model_dir / int8_file(stage["file"], t)
-            os.replace(work / f"{chosen}.{t}.onnx", path)
-            weights = "per channel" if per_channel or t == "trt" else "per tensor"
+            files: Dict[str, Any] = {"file": path.name}
+            if t == "ov":           # the IR and its weights, each recorded (checked on load like every graph)
+                weights_path = path.with_suffix(".bin")
+                os.replace(work / "nncf.ov.bin", weights_path)
+                files.update(weights_file=weights_path.name, weights_sha256=sha256_file(weights_path))
+            os.replace(work / f"{chosen}.{t}.{'xml' if t == 'ov' else 'onnx'}", path)
+            weights = "per channel" if per_channel or t in ("trt", "ov") else "per tensor"
             entry = {
-                "format": "QDQ", **described,
+                "format": "QDQ" if t != "ov" else "OpenVINO IR with FakeQuantize", **described,
                 "weights": f"int8 (symmetric, {weights})", "reduce_range": False,
-                "quantizer": f"onnxruntime.quantization.quantize_static {onnxruntime.__version__}",
+                "quantizer": f"onnxruntime.quantization.quantize_static {onnxruntime.__version__}" if t != "ov"
+                else nncf_route.versions(),
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "stages": [{"name": stage_name, "file": path.name, "sha256": sha256_file(path),
-                            "fp32_file": stage["file"], **plans[t].manifest_entry()}],
+                "stages": [{"name": stage_name, **files, "sha256": sha256_file(path),
+                            "fp32_file": stage["file"], **plans[t].manifest_entry(),
+                            **({"ignored_scope": scope} if t == "ov" else {})}],
                 "fp32_stages": [s for s in stages if s != stage_name],
                 "fp32_stages_why": plan.fp32_stages_why,
                 "calibration": {"method": chosen, "requested": method,
@@ -163,8 +199,12 @@ def add_int8_targets(model_dir: Path, data: CalibrationData, method: str = "auto
                 "gate": {**gate.to_dict(), "passed": True},
                 "export_seconds": round(time.perf_counter() - started, 1),
             }
+            if t in MEASURED_ON:
+                entry["quality"]["measured_on"] = MEASURED_ON[t]
+            if t == "ov":
+                entry["calibration"]["same_frames_as"] = TARGET_RECORDS["ort"][0]
+                entry["ov_route"] = route
             if t == "trt":
-                entry["quality"]["measured_on"] = "ONNX Runtime CPU (S8S8 Q/DQ), standing in for TensorRT"
                 entry["quantize_options"] = {"activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True,
                                              **TRT_EXTRA_OPTIONS}
                 entry["qdq_check"] = checks[(chosen, t)]

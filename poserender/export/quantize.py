@@ -38,6 +38,9 @@ DequantizeLinear) and Relu/Clip stay in the graph (symmetric ranges do not absor
 gate is measured on ONNX Runtime CPU, which runs the same S8S8 Q/DQ graph, as TensorRT's stand-in;
 :mod:`poserender.export.qdq_check` checks TensorRT's Q/DQ rules and any finding refuses the
 export. ``both`` calibrates once (the collected ranges are cached and reused) and writes both.
+``ov`` writes the ``ort`` graph and a second route of the same calibration for OpenVINO: NNCF's
+post-training quantization of the same trunk from the same calibration frames, gated on the same
+held-out frames (export/nncf_route.py; manifest entry ``int8_nncf``).
 """
 from __future__ import annotations
 
@@ -50,15 +53,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import UserError
-from ..manifest import INT8_KEY, INT8_TRT_KEY
+from ..manifest import INT8_KEY, INT8_NNCF_KEY, INT8_TRT_KEY
 from .calibration import FeedReader
 
 METHODS = ("minmax", "entropy", "percentile")
 CALIBRATION_CHOICES = METHODS + ("auto",)
 #: the calibrator's histogram/percentile settings (onnxruntime's defaults, written down)
 PERCENTILE = 99.999
-#: --int8-target values: the graph(s) written
-TARGETS = ("ort", "trt", "both")
+#: --int8-target values: the graph(s) written (ov: the ort graph and the NNCF route's OpenVINO IR)
+TARGETS = ("ort", "trt", "both", "ov")
+#: --int8-target -> the graphs it writes, each a route of the same calibration
+TARGET_OUTPUTS = {"ort": ("ort",), "trt": ("trt",), "both": ("ort", "trt"), "ov": ("ort", "ov")}
 #: manifest key of the TensorRT-ready (symmetric INT8) graphs; ``int8`` (INT8_KEY) stays the ORT CPU one
 #: target -> (manifest key, file infix, what the record says)
 TARGET_RECORDS = {
@@ -67,7 +72,12 @@ TARGET_RECORDS = {
         "target": "TensorRT explicit quantization (symmetric INT8 Q/DQ); measured on ONNX Runtime CPU",
         "activations": "int8 (symmetric, zero point 0, per tensor)",
         "bias": "float (not quantized: TensorRT has no INT32 DequantizeLinear)"}),
+    "ov": (INT8_NNCF_KEY, "int8.nncf", {
+        "target": "OpenVINO (NNCF post-training quantization, export/nncf_route.py); measured on OpenVINO CPU",
+        "activations": "int8 (symmetric: NNCF preset performance)"}),
 }
+#: file extension of each target's graph (the NNCF route writes an OpenVINO IR: .xml + .bin)
+TARGET_EXT = {"ov": "xml"}
 #: op types kept FP32 in the TensorRT graph on top of FP32_OPS, manifest group names: TensorRT takes
 #: pre-quantized (DequantizeLinear) weights for its linear layers only; a BatchNormalization the
 #: pre-processing could not fold into a conv would otherwise get int8 scale/variance constants
@@ -79,9 +89,11 @@ TRT_EXTRA_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "Quan
 
 
 def int8_file(stage_file: str, target: str = "ort") -> str:
-    """``frame.onnx`` -> ``frame.int8.onnx`` (target ``trt``: ``frame.int8.trt.onnx``)."""
+    """``frame.onnx`` -> ``frame.int8.onnx`` (target ``trt``: ``frame.int8.trt.onnx``; ``ov``:
+    ``frame.int8.nncf.xml``, the OpenVINO IR, its weights beside it as ``.bin``)."""
     infix = TARGET_RECORDS[target][1]
     stem, dot, ext = stage_file.rpartition(".")
+    ext = TARGET_EXT.get(target, ext)
     return f"{stem}.{infix}.{ext}" if dot else f"{stage_file}.{infix}"
 
 

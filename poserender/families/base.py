@@ -26,6 +26,8 @@ from ..specs import StageSpec
 Feed = Dict[str, np.ndarray]
 Log = Callable[[str], None]
 Warn = Callable[[str], None]
+#: the identity feed and one frame's feed in, that frame out as uint8 BGR (Family.reference_forward)
+ReferenceForward = Callable[[Feed, Feed], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +169,13 @@ class Family(abc.ABC):
     def describe(self, manifest: Mapping[str, Any]) -> str:
         """A few words on what sets this export apart, for the export's summary line."""
         return ""
+
+    def reference_forward(self, manifest: Mapping[str, Any], threads: int) -> Optional[ReferenceForward]:
+        """The authors' way of running the model, for ``bench --baseline reference``: a function of
+        the identity feed and one frame's feed (batch 1) that returns that frame as uint8 BGR (H, W,
+        3), or None when the family has no such baseline. A reason it cannot run here (no
+        checkpoint, no torch) is a UserError, which bench shows as a skipped row."""
+        return None
 
     def verification_inputs(self, manifest: Mapping[str, Any]) -> Feed:
         """Realistic values for stage inputs (a smooth image, template poses) by tensor name, for

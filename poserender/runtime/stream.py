@@ -54,6 +54,7 @@ class StreamResult:
     canvas_hw: tuple
     preview: Optional[Path] = None
     backend_choice: Optional[str] = None    # what auto picked and why
+    precision: Optional[str] = None         # what ran (auto may pick one it measured)
     served: Optional[str] = None            # the browser preview: where it was and what it showed
 
 
@@ -69,7 +70,7 @@ def render_stream(manifest, adapter, request: RenderRequest, *, torch_stages=Non
     if request.codec not in VIDEO_CODECS + ("auto",):
         raise UserError(f"unknown video codec {request.codec!r}; expected auto or one of: {', '.join(VIDEO_CODECS)}")
     model_dir = Path(manifest.dir)
-    backend, why = check_request(model_dir, manifest, request.backend, request.precision)
+    backend, precision, why = check_request(model_dir, manifest, request.backend, request.precision)
     devices = parse_devices(request.devices, default="0" if is_gpu(backend) else "cpu")
     for device in dict.fromkeys(devices):
         device_index(backend, device)
@@ -80,7 +81,7 @@ def render_stream(manifest, adapter, request: RenderRequest, *, torch_stages=Non
 
     def engine_factory(device: str, threads: Optional[int]) -> Dict[str, Engine]:
         _, engines = stage_engines(model_dir, manifest, backend, device=device, threads=threads,
-                                   precision=request.precision, torch_stages=torch_stages)
+                                   precision=precision, torch_stages=torch_stages)
         return {engine.spec.name: engine for engine in engines}
 
     sheet = None if request.preview is None else ContactSheet(Path(request.preview), request.preview_every)
@@ -115,9 +116,10 @@ def render_stream(manifest, adapter, request: RenderRequest, *, torch_stages=Non
         source.close()
     if request.metrics is not None:
         write_json_atomic(request.metrics, {"model": str(model_dir), "backend": backend,
+                                            "precision": precision or "fp32",
                                             "canvas": list(adapter.canvas_hw), "batch": options.batch,
                                             "devices": list(options.devices), "replicate": options.replicate,
                                             "placement": placement.to_dict(), **report.to_dict()},
                           what="the metrics")
     return StreamResult(report, backend, tuple(adapter.canvas_hw), None if sheet is None else sheet.path, why,
-                        served=None if server is None else server.note())
+                        precision, served=None if server is None else server.note())

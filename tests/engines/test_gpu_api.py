@@ -74,8 +74,8 @@ def _provider_library(name: str) -> Path:
     ort = pytest.importorskip("onnxruntime")
     path = Path(ort.__file__).parent / "capi" / f"libonnxruntime_providers_{name}.so"
     if not path.is_file():
-        pytest.skip(f"{path.name} not in this onnxruntime {ort.__version__} (CPU build); install onnxruntime-gpu "
-                    "to check the option keys")
+        pytest.skip(f"{path.name} not in this onnxruntime {ort.__version__} (CPU build): onnxruntime-gpu installs "
+                    "the same package and cannot sit beside it (README, Status); runs where onnxruntime-gpu is installed")
     return path
 
 

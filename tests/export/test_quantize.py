@@ -199,7 +199,7 @@ def test_engines_pick_the_int8_graphs_only_where_they_run(int8_model, fp32_only)
     assert [e.onnx_path.name for e in engines] == ["source.onnx", "frame.onnx"]
     with pytest.raises(UserError, match="has no INT8 graphs; export with --precision int8 --calibrate"):
         select.stage_engines(fp32_only, read_manifest(fp32_only), "ort-cpu", precision="int8")
-    with pytest.raises(UserError, match="on ort-cpu; backend torch cannot"):
+    with pytest.raises(UserError, match="on ort-cpu, ov-cpu; backend torch cannot"):
         select.stage_engines(out, manifest, "torch", precision="int8")
     with pytest.raises(UserError, match="backend ort-cpu runs fp32, int8; --precision fp16 needs one of torch-cuda"):
         select.stage_engines(out, manifest, "ort-cpu", precision="fp16")

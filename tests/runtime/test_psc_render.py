@@ -153,14 +153,14 @@ def test_option_conflicts_are_user_errors(tiny_psc, tmp_path):
     assert result.exit_code == 2 and "--t '0.2,x'" in result.output
 
 
-def _done_check(out: Path, key: str) -> float:
-    """Worst fraction (over samples and t) of pixels within 2 levels of the fixture's image."""
+def _done_check(out: Path, key: str, levels: int = 2) -> float:
+    """Worst fraction (over samples and t) of pixels within ``levels`` of the fixture's image."""
     worst = 1.0
     for case in json.loads((SHARED / "fixtures" / "psc" / "manifest.json").read_text())["cases"]:
         arrays = np.load(SHARED / "fixtures" / "psc" / case["file"])
         want = np.clip(np.round((arrays[key][0].transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5), 0, 255)
         got = cv2.imread(str(out / f"{case['sample']}_{case['t']:.2f}.png")).astype(int)
-        worst = min(worst, float((np.abs(got - want).max(-1) <= 2).mean()))
+        worst = min(worst, float((np.abs(got - want).max(-1) <= levels).mean()))
     return worst
 
 
@@ -168,13 +168,14 @@ def _done_check(out: Path, key: str) -> float:
 @pytest.mark.parametrize("backend", ["ort-cpu", "torch"])
 def test_demo_data_renders_the_fixture_eval_chain(tmp_path_factory, psc_checkpoint_dir, backend):
     """Done check, eval-mode BatchNorm (--aa-norm eval): every sample and t equals the fixture's
-    `ct` as uint8 BGR within 2 levels on >= 99.9 % of pixels (measured: 100 %, max 1 level)."""
+    `ct` as uint8 BGR within 1 level on every pixel (the stages agree within 1e-4, 0.013 of a
+    level, so only a value on a rounding edge can move, and by one level)."""
     ckpt = psc_checkpoint_dir
     out = tmp_path_factory.mktemp("done") / "out"
     result = _run(ckpt, "--aa-norm", "eval", "--psc-data", SHARED / "data" / "psc" / "test", "--t", "0.2,0.6,1",
                   "--backend", backend, "-o", out)
     assert result.exit_code == 0, result.output
-    assert _done_check(out, "ct") >= 0.999
+    assert _done_check(out, "ct", levels=1) == 1.0
 
 
 def _direct_frames(art: Path, image: Path, parsing: Path, xy: np.ndarray, valid: np.ndarray, batch: int):

@@ -152,7 +152,7 @@ def test_checkpoint_folder_loads_strictly_and_names_the_file(tmp_path, psc_check
     with pytest.raises(UserError, match=r"ct\.pth: flow_out\.0\.bias has shape \(3,\); expected \(2,\)"):
         load_psc_nets(folder)
     (folder / "ct.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match=r"ct\.pth: cannot read checkpoint"):
+    with pytest.raises(UserError, match=r"ct\.pth: is not a torch file poserender can read"):
         load_psc_nets(folder)
     with pytest.raises(UserError, match="not a folder"):
         load_psc_nets(tmp_path / "nope")
