@@ -18,7 +18,6 @@ at 25 fps; no frame lost with queue when the renderer keeps up. Run it on a quie
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -37,16 +36,6 @@ REPO = Path(__file__).resolve().parents[1]
 POLICIES = ("drop", "hold", "queue", "latest")
 SINKS = ("mp4", "raw", "udp", "serve")
 GOAL_P99_MS = 120.0
-
-
-def model_identity(model_dir: Path) -> dict:
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    digest = hashlib.sha256()
-    for path in sorted(model_dir.iterdir()):
-        if path.is_file():
-            digest.update(path.name.encode() + path.read_bytes())
-    return {"name": "poserender demo (shipped trained model)", "family": manifest.get("family"),
-            "files_sha256": digest.hexdigest()}
 
 
 def records(clip: np.ndarray, n: int):
@@ -205,7 +194,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     seconds = 3.0 if args.quick else args.seconds
     sys.path.insert(0, str(REPO))
-    from poserender.bench.environment import environment
+    from poserender.bench.environment import environment, model_identity
     from poserender.demo import shipped_model
 
     cells = []

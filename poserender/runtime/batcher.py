@@ -108,6 +108,8 @@ class Batcher:
                     if not pending:
                         opened = now
                     pending.append((index, pose, slot, (origin, read, taken, stamped)))
+                    if self.clock is not None:
+                        self.clock.accepted()
                 slot += 1
                 if len(pending) >= options.batch:
                     if not self._emit(pending, number, opened):

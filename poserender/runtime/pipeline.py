@@ -101,6 +101,8 @@ class StreamPipeline(Batcher, ReorderingWriter):
                 self._workers.append((i, name, label, engine_factory(device, threads)[name]))
         self._done = [0] * n_stages
         self._per_stage = [len(per_stage[name]) for name in adapter.frame_stages]
+        if self.clock is not None:     # what the clock's backlog prediction divides by
+            self.clock.batch, self.clock.workers = max(1, options.batch), min(self._per_stage or [1])
         # Batches in flight between the batcher and the writer hold a permit each, returned when the
         # writer has consumed all their frames: memory stays bounded even when one replicated worker
         # stalls while the others run ahead into the reorder buffer.

@@ -58,6 +58,8 @@ class ReorderingWriter:
             if isinstance(item, tuple):
                 total_slots = item[1]
                 continue
+            if clock is not None:
+                clock.arrived(len(item.slots), None if item.frames is None else item.compute_s)
             if item.frames is None:     # dropped on a stop before rendering: its slots are skipped
                 for place, slot in enumerate(item.slots):
                     ready[slot] = (None, item, place)
@@ -103,8 +105,6 @@ class ReorderingWriter:
                 self.preview.add(frame, self.counts.frames_out - 1)
         if self.clock is not None:
             self.clock.note_written(slot, started)
-            if batch is not None:
-                self.clock.note_latency(now - batch.formed)
         total = self.source.length
         if total is not None and self.options.max_frames is not None:
             total = min(total, self.options.max_frames)

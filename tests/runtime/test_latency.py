@@ -159,6 +159,26 @@ def test_latest_bounds_latency_when_the_renderer_is_too_slow(adapter, late):
         assert report.realtime["late_policy"] == "latest"
 
 
+@pytest.mark.parametrize("late", ["drop", "hold"])
+def test_drop_and_hold_keep_the_renderers_pace_when_it_is_too_slow(adapter, late):
+    """Poses at 50 fps for 1.2 s, the renderer takes 100 ms a frame: it can make about 12 frames
+    in that time, and drop/hold must write a good share of them on their ticks (frames that
+    cannot make their tick are dropped before rendering). Predicting lateness from the latency
+    of written frames alone missed the wait for a free renderer: every frame was rendered late
+    and thrown away, and 1 or 2 frames came out."""
+    n, period = 60, 0.02
+    report, sink = run(adapter, SenderClockSource(n, period), make=factory(delay=SLOW_S), batch=1, fps=50,
+                       realtime=True, late=late)
+    counts, d = report.counts, report.latency.to_dict()
+    assert counts.frames_in == n and counts.reconciles()
+    could = n * period / SLOW_S
+    assert counts.frames_out >= 0.4 * could, f"{counts.drop_reasons} {report.realtime} {counts.frames_out} frames written of ~{could:.0f} the renderer could make"
+    assert d["total_ms"]["max"] < 10 * SLOW_S * 1e3
+    assert sink.values == sorted(sink.values)
+    if late == "hold":
+        assert sink.frames_written == counts.frames_out + counts.late_held
+
+
 class TimedSource(FrameSource):
     """(seconds to wait, Frame) pairs, delivered live."""
 
