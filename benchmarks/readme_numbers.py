@@ -187,6 +187,31 @@ def _psc_best_ov(result):
             f"{yardstick['psnr_db']:.1f} dB; parsing-label ties decide both)")
 
 
+LIVE = "live_cpu.json"
+
+
+def _live_cells(result, late: str, overload: bool = False):
+    return [c for c in result["cells"] if c["late"] == late and c["status"] == "ok" and c["overload"] == overload]
+
+
+def _live(late: str, overload: bool = False) -> Callable[[Dict[str, Any]], str]:
+    def value(result):
+        cells = _live_cells(result, late, overload)
+        if not cells:
+            raise KeyError(f"{late} cells")
+        return "; ".join(f"{c['sink']} {c['latency_p50_ms']:.0f} / {c['latency_p99_ms']:.0f} ms, "
+                         f"{c['frames']['out']} of {c['frames']['in']} out" for c in cells)
+    return value
+
+
+def _live_worst_p99(result):
+    return max(c["latency_p99_ms"] for c in _live_cells(result, "latest"))
+
+
+def _queue_lost(result):
+    return sum(c["lost"] for c in _live_cells(result, "queue"))
+
+
 FIGURES: Tuple[Figure, ...] = (
     Figure("Pose2Img reference: the authors' full forward per frame (torch eager FP32, batch 1), full-size nets, "
            "256 x 256", P2I, lambda r: fps(baseline(r)["fps"])),
@@ -221,6 +246,14 @@ FIGURES: Tuple[Figure, ...] = (
            at_least(35.0, _worst_precision)),
     Figure("PSC pose stream, the fastest OpenVINO precision vs the reference-style loop doing the same",
            "cpu_psc_256.json", _psc_best_ov),
+    Figure("Live, demo model, poses on stdin at 25 fps, `--late latest`: glass-to-glass latency p50 / p99 and "
+           "frames out, per sink", LIVE, _live("latest"), "p99 <= 120 ms (issue 18)",
+           at_most(120.0, _live_worst_p99)),
+    Figure("Live, the same with `--late queue`", LIVE, _live("queue"), "no frame lost when the renderer keeps up",
+           lambda r: "met" if _queue_lost(r) == 0 else "not met"),
+    Figure("Live, the renderer too slow for the stream (poses and ticks at the overload rate), udp sink, "
+           "`latest` / `queue` / `drop`", LIVE,
+           lambda r: " | ".join(f"{late}: {_live(late, True)(r)}" for late in ("latest", "queue", "drop"))),
     Figure("Stream memory, demo model, mp4 sink", "stream_cpu.json", _stream_slope, "flat (DESIGN)",
            at_most(1.0, lambda r: abs(r["memory"]["slope_mb_per_1000_frames_last_80pct"]))),
     Figure("Pipelined vs sequential loop, demo model: one frame worker / two replicated single-thread workers",

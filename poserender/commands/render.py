@@ -25,7 +25,7 @@ FAMILY_RENDER_OPTIONS = ("psc_data", "t_values", "panels", "key_poses", "frames"
 #: options that only make sense for a pose stream
 STREAM_OPTIONS = (("-o -", "stdout"), ("--realtime", "realtime"), ("--precision", "precision"),
                   ("--follow", "follow"), ("--preview", "preview"), ("--metrics", "metrics"),
-                  ("--devices", "devices"), ("--replicate", "replicate"))
+                  ("--devices", "devices"), ("--replicate", "replicate"), ("--serve", "serve"))
 
 
 class StreamProgress:
@@ -72,6 +72,8 @@ def summary_lines(result, output: str, precision: Optional[str] = None) -> List[
     reconciled = "=" if counts.reconciles() else "!= (MISMATCH)"
     lines.append(f"frames: in {counts.frames_in} {reconciled} out {counts.frames_out} + dropped {counts.dropped} "
                  f"+ skipped {counts.skipped}; workers: {', '.join(report.workers)}")
+    if counts.drop_reasons:
+        lines.append("dropped: " + ", ".join(f"{why} {n}" for why, n in sorted(counts.drop_reasons.items())))
     if counts.bad:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.bad.items()))
         lines.append(f"bad frames: {kinds} (held {counts.held}, skipped {counts.skipped})")
@@ -83,8 +85,15 @@ def summary_lines(result, output: str, precision: Optional[str] = None) -> List[
         first = "n/a" if rt["first_frame_delay_ms"] is None else f"{rt['first_frame_delay_ms']:.0f} ms"
         lines.append(f"real time {rt['fps']:g} fps (--late {rt['late_policy']}): first frame after {first}, "
                      f"jitter {rt['jitter_ms']:.1f} ms, {counts.dropped} dropped, {counts.late_held} held")
+    if getattr(report.sink, "note", None):
+        lines.append(f"output: {report.sink.note}")
+    latency = report.latency.summary_line()
+    if latency is not None:
+        lines.append(latency)
     if result.preview is not None:
         lines.append(f"preview: {result.preview}")
+    if getattr(result, "served", None):
+        lines.append(result.served)
     if result.backend_choice:
         lines.append(f"backend {result.backend_choice}")
     return lines
@@ -152,8 +161,10 @@ def _quiet_stdout() -> None:
               help="Target poses: .npz, .npy, an OpenPose JSON folder, '-' (JSON lines on stdin) or "
                    "tcp://127.0.0.1:PORT (a listener; one JSON object per line). PSC: also a csv or a folder "
                    "of csv files, COCO-18 in canvas pixels.")
-@click.option("-o", "--output", required=True, type=click.Path(allow_dash=True),
-              help="out.mp4, a folder for png/jpg frames, or '-' for raw BGR frames on stdout.")
+@click.option("-o", "--output", type=click.Path(allow_dash=True),
+              help="out.mp4, a folder for png/jpg frames, '-' for raw BGR frames on stdout, or a live URL: "
+                   "udp://127.0.0.1:5000 (MPEG-TS; watch with ffplay), tcp://HOST:PORT, rtmp://HOST/app/key, "
+                   "rtsp://HOST:PORT/path. Optional with --serve.")
 @click.option("--config", type=click.Path(), help="Pose2Img YAML when MODEL is a checkpoint.")
 @click.option("--scale", type=float, help="Canvas scale when MODEL is a checkpoint (640 / scale).")
 @click.option("--warp-mode", type=click.Choice(WARP_CHOICES), help="Warp sampler when MODEL is a checkpoint.")
@@ -194,13 +205,18 @@ def _quiet_stdout() -> None:
 @click.option("--replicate", is_flag=True, help="One frame-stage worker per listed device (frames dealt out, "
                                                 "put back in order) instead of placing stages across devices.")
 @click.option("--realtime", is_flag=True, help="Pace output to the clock at --fps (files are read at --fps too).")
-@click.option("--late", default="hold", show_default=True, type=click.Choice(["drop", "hold", "queue"]),
+@click.option("--late", default="hold", show_default=True, type=click.Choice(["drop", "hold", "queue", "latest"]),
               help="Real time, a frame not ready at its tick: drop it, drop it and repeat the previous "
-                   "frame, or write it late.")
+                   "frame, or write it late; latest: no ticks, the newest pose is rendered as soon as the "
+                   "renderer is free and older pending ones are dropped (bounded latency, one frame a call).")
 @click.option("--follow", is_flag=True, help="KEYPOINTS is a folder OpenPose is writing to: render files as "
                                              "they appear.")
 @click.option("--follow-timeout", default=10.0, show_default=True,
               help="With --follow, end when no new file appeared for this many seconds.")
+@click.option("--serve", metavar="HOST:PORT",
+              help="Show the live frames and fps/latency in a browser at http://HOST:PORT/ while rendering, "
+                   "e.g. 127.0.0.1:8080 (port 0: a free one). Listens only where named: 127.0.0.1 keeps it on "
+                   "this machine.")
 @click.option("--preview", type=click.Path(), help="Also write a contact sheet PNG of every Nth frame, e.g. sheet.png.")
 @click.option("--preview-every", default=25, show_default=True, help="N for --preview.")
 @click.option("--metrics", type=click.Path(), help="Write per-stage timings, counts and fps as JSON, e.g. m.json "
@@ -219,7 +235,7 @@ def _quiet_stdout() -> None:
 @user_errors
 def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend, precision, fmt, fps, audio, codec,
            batch, max_wait_ms, on_bad_frame, max_frames, max_gap, idle_timeout, devices, replicate, realtime, late,
-           follow, follow_timeout, preview, preview_every, metrics, quiet, verbose, **family_options) -> None:
+           follow, follow_timeout, serve, preview, preview_every, metrics, quiet, verbose, **family_options) -> None:
     """Render KEYPOINTS with the appearance of SOURCE, through the streaming pipeline.
 
     MODEL is a folder from `poserender export`, a pose2img checkpoint (.pth) with --config, or a
@@ -247,6 +263,10 @@ def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend,
 
     if fps <= 0 or batch < 1:
         raise UserError(f"--fps {fps:g} and --batch {batch} must be positive")
+    if output is None and serve is None:
+        raise UserError("no output: give -o (a video, a folder, '-', or a udp:// URL) or --serve HOST:PORT")
+    if output is None and fmt is not None:
+        raise UserError(f"--format {fmt} needs -o")
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames {max_frames}; expected at least 1")
     if max_gap is not None and max_gap < 0:
@@ -265,7 +285,8 @@ def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend,
     export_options = {"config": config, "scale": scale, "warp_mode": warp_mode, "aa_norm": aa_norm}
     mode = family.render_mode({k: v for k, v in family_options.items() if v not in (None, False, ())}, Path(model))
     given = {"stdout": output == "-", "realtime": realtime, "precision": precision is not None, "follow": follow,
-             "preview": preview, "metrics": metrics, "devices": devices, "replicate": replicate}
+             "preview": preview, "metrics": metrics, "devices": devices, "replicate": replicate,
+             "serve": serve}
     if mode is None:
         if not keypoints:
             raise UserError(f"a {family.name} model needs --keypoints (the target poses) besides "
@@ -279,13 +300,14 @@ def render(model, keypoints, output, config, scale, warp_mode, aa_norm, backend,
     model_dir = model_dir_for(model, export_options)
     manifest = read_manifest(model_dir)
     request = RenderRequest(
-        keypoints=keypoints, output=output, backend=backend, precision=precision,
-        fmt=fmt, audio=Path(audio) if audio else None, codec=codec, devices=devices,
+        keypoints=keypoints, output="(no output)" if output is None else output, backend=backend,
+        precision=precision, fmt="none" if output is None else fmt, audio=Path(audio) if audio else None,
+        codec=codec, devices=devices,
         stream=StreamOptions(batch=batch, max_wait_ms=max_wait_ms, on_bad_frame=on_bad_frame, replicate=replicate,
                              fps=fps, realtime=realtime, late=late, max_frames=max_frames, max_gap=max_gap),
         follow=follow, follow_timeout=follow_timeout, idle_timeout=idle_timeout,
         preview=Path(preview) if preview else None, preview_every=preview_every,
-        metrics=Path(metrics) if metrics else None)
+        metrics=Path(metrics) if metrics else None, serve=serve)
     if quiet and verbose:
         raise UserError("--quiet and --verbose contradict each other; give one")
     if mode is None:

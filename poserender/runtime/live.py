@@ -41,7 +41,9 @@ def parse_record(line: Union[str, bytes], index: int, timestamp: float, where: s
 
     Accepted: ``{"frame": i, "keypoints": [[x, y, c], ...]}`` (c optional, x/y source-image
     pixels, as many points as the model's layout: 137 OpenPose points for pose2img) or an
-    OpenPose document ``{"people": [...]}``; an optional ``"t"`` gives the timestamp in seconds.
+    OpenPose document ``{"people": [...]}``; an optional ``"t"`` is the time the sender took or
+    sent the pose, in seconds since the Unix epoch on a clock shared with the renderer (it starts
+    the frame's glass-to-glass latency; runtime/latency.py); it becomes ``sent`` and ``timestamp``.
     A line that is not such a record (not UTF-8, not JSON, not an object, a ``frame`` that is not
     an integer >= 0, neither ``keypoints`` nor ``people``) is a ``decode`` bad frame with no index;
     a record with a usable index whose points are wrong is a bad frame at that index. Never raises.
@@ -58,10 +60,19 @@ def parse_record(line: Union[str, bytes], index: int, timestamp: float, where: s
     if isinstance(frame_no, bool) or not isinstance(frame_no, int) or frame_no < 0:
         return _unplaced(f"'frame' is {str(frame_no)[:40]!r}; expected an integer >= 0", timestamp, where)
     stamp = record.get("t", timestamp)
+    sent = None
     if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
         stamp = timestamp
+    elif "t" in record:
+        sent = float(stamp)
+    frame = _parse_points(record, frame_no, float(stamp), where)
+    frame.sent = sent
+    return frame
+
+
+def _parse_points(record: dict, frame_no: int, stamp: float, where: str) -> Frame:
     if "people" in record:
-        return _openpose_doc_frame(record, frame_no, float(stamp), where)
+        return _openpose_doc_frame(record, frame_no, stamp, where)
     points = record.get("keypoints")
     try:
         rows = np.asarray(points, dtype=np.float64)
@@ -72,7 +83,7 @@ def parse_record(line: Union[str, bytes], index: int, timestamp: float, where: s
                                                    f"{LIVE_RECORD}", kind="decode", frame=frame_no, path=where))
     if rows.shape[1] == 2:
         rows = np.concatenate([rows, np.ones((len(rows), 1))], axis=1)
-    return _rows_to_frame(rows.T, frame_no, float(stamp), where)
+    return _rows_to_frame(rows.T, frame_no, stamp, where)
 
 
 class TooLong:

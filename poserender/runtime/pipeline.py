@@ -7,10 +7,12 @@ instead of letting frames pile up in memory:
     reader thread      source frames (paced to the clock in real-time mode) -> raw queue
     batcher thread     bad-frame policy + the adapter's normalise; batches of --batch frames,
                        or fewer once the first has waited --max-wait-ms; adapter.prepare
+                       (--late latest: the newest pose alone, when a worker is free; batcher.py)
     stage workers      one thread per (frame stage, device), each with its own engines;
                        replicated workers of a stage share its input queue
-    main thread        puts batches back in frame order, writes the sink (and the preview),
-                       paces output in real-time mode, reports progress
+    main thread        puts batches back in frame order, writes the sink (and the previews),
+                       paces output in real-time mode, records each frame's latency
+                       (latency.py), reports progress (writer.py)
 
 End of input or a signal ends the stream cleanly. SIGINT (Ctrl-C), SIGTERM and SIGHUP act
 alike (poserender.signals): the first stops reading, drops the batches still waiting for the
@@ -27,13 +29,15 @@ import queue
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 from .. import signals
 from ..engines.base import Engine
 from ..errors import StageError, UserError
 from ..engines.placement import PER_FRAME, PER_IDENTITY, Placement, plan_placement
 from ..fileio import output_error
+from .batcher import Batch, Batcher
+from .latency import LatencyMeter, origin_of
 from .metrics import PipelineMetrics
 from .policy import BadFramePolicy, StreamCounts, default_max_gap
 from .realtime import RealtimeClock
@@ -42,33 +46,28 @@ from .writer import ReorderingWriter
 from .sources import FrameSource
 
 EngineFactory = Callable[[str, Optional[int]], Mapping[str, Engine]]
-_END = "end of stream"
 _POLL = 0.1
 
 
-@dataclasses.dataclass
-class _Batch:
-    number: int
-    indices: List[int]
-    slots: List[int]
-    feed: Optional[Dict[str, Any]]
-    formed: float
-    enqueued: float = 0.0
-    frames: Any = None
-    unwritten: int = 0      # frames of this batch the writer has not consumed yet
+class StreamPipeline(Batcher, ReorderingWriter):
+    """One stream through one model; :meth:`run` returns a :class:`StreamReport`.
 
+    ``preview``: a contact sheet (runtime/preview.py); ``live``: a live view that is handed every
+    written frame (the browser preview, runtime/serve.py): ``publish(frame)``."""
 
-class StreamPipeline(ReorderingWriter):
-    """One stream through one model; :meth:`run` returns a :class:`StreamReport`."""
+    _END = "end of stream"
 
     def __init__(self, adapter, engine_factory: EngineFactory, source: FrameSource, sink, options: StreamOptions,
                  log: Callable[[str], None] = lambda message: None,
                  progress: Callable[[int, Optional[int], float], None] = lambda done, total, fps: None,
-                 preview=None, placement: Optional[Placement] = None):
+                 preview=None, placement: Optional[Placement] = None, live=None):
+        if options.realtime and options.late == "latest":
+            options = dataclasses.replace(options, batch=1)     # the newest pose alone
         self.adapter, self.source, self.sink, self.options = adapter, source, sink, options
-        self.log, self.progress, self.preview = log, progress, preview
+        self.log, self.progress, self.preview, self.live = log, progress, preview, live
         self.counts = StreamCounts()
         self.metrics = PipelineMetrics()
+        self.latency = LatencyMeter()
         self.clock = RealtimeClock(options.fps, options.late) if options.realtime else None
         self.policy = BadFramePolicy(adapter.normalise, options.on_bad_frame, self.counts, log,
                                      where=source.description,
@@ -102,10 +101,15 @@ class StreamPipeline(ReorderingWriter):
                 self._workers.append((i, name, label, engine_factory(device, threads)[name]))
         self._done = [0] * n_stages
         self._per_stage = [len(per_stage[name]) for name in adapter.frame_stages]
+        if self.clock is not None:     # what the clock's backlog prediction divides by
+            self.clock.batch, self.clock.workers = max(1, options.batch), min(self._per_stage or [1])
         # Batches in flight between the batcher and the writer hold a permit each, returned when the
         # writer has consumed all their frames: memory stays bounded even when one replicated worker
         # stalls while the others run ahead into the reorder buffer.
         self._permits = threading.Semaphore(options.queue_batches * n_stages + len(self._workers) + 1)
+        # --late latest: free workers of the first stage (the batcher sends a pose only to a free one)
+        self._latest = self.clock is not None and options.late == "latest"
+        self._idle = threading.Semaphore(self._per_stage[0] if n_stages else 1)
         for name, workers in [("read", 1), ("prepare", 1), *zip(adapter.frame_stages, self._per_stage), ("write", 1)]:
             self.metrics.stage(name, workers)      # table and JSON in pipeline order
 
@@ -165,8 +169,12 @@ class StreamPipeline(ReorderingWriter):
                         self.clock.first_input = now
                 if pace:   # a file in real-time mode arrives like a live stream, at --fps
                     self.stop.wait(max(0.0, started + n / self.options.fps - now))
+                    now = time.perf_counter()
                 frame.timestamp = frame.timestamp if frame.timestamp is not None else now - started
-                if not self._put(raw, frame):
+                origin, stamped = origin_of(frame.sent, now)
+                if frame.sent is not None and not stamped:
+                    self._stamp_ignored(frame.sent)
+                if not self._put(raw, (frame, origin, now, stamped)):
                     return
                 n += 1
         except UserError as exc:
@@ -174,67 +182,14 @@ class StreamPipeline(ReorderingWriter):
         except Exception as exc:   # a bug or an I/O failure in the source: report it, stop cleanly
             self._fail(StageError(f"reading {self.source.description} failed: {type(exc).__name__}: {exc}"))
         finally:
-            self._put(raw, _END)
+            self._put(raw, self._END)
 
-    def _batch(self) -> None:
-        options, raw = self.options, self._raw
-        metrics, out = self.metrics.stage("prepare"), self._stage_queues[0]
-        pending: List[Tuple[int, Any, int]] = []
-        opened = 0.0
-        slot = number = 0
-        max_wait = options.max_wait_ms / 1e3
-
-        def emit() -> bool:
-            nonlocal pending, number
-            while not self._permits.acquire(timeout=_POLL):
-                if self.abort.is_set():
-                    return False
-            t = time.perf_counter()
-            feed = self.adapter.prepare([pose for _, pose, _ in pending])
-            now = time.perf_counter()
-            metrics.record(now - t, now - opened, len(pending))
-            batch = _Batch(number, [i for i, _, _ in pending], [s for _, _, s in pending], feed, formed=now,
-                           enqueued=now, unwritten=len(pending))
-            pending, number = [], number + 1
-            return self._put(out, batch)
-
-        try:
-            while not self.abort.is_set():
-                if self.stop.is_set():
-                    break
-                timeout = _POLL if not pending else max(0.0, opened + max_wait - time.perf_counter())
-                item = self._get(raw, timeout)
-                if item is None:
-                    if pending and time.perf_counter() >= opened + max_wait and not emit():
-                        return
-                    continue
-                if item is _END:
-                    break
-                for index, pose in self.policy.feed(item):
-                    if self.abort.is_set():
-                        return
-                    now = time.perf_counter()
-                    if self.clock is not None and self.clock.input_is_stale(slot, now):
-                        self.counts.add(dropped=1)
-                    else:
-                        if not pending:
-                            opened = now
-                        pending.append((index, pose, slot))
-                    slot += 1
-                    if len(pending) >= options.batch and not emit():
-                        return
-                    if self.stop.is_set():      # a signal: no more gap frames from this record
-                        break
-            if self.abort.is_set():
-                return
-            self.policy.finish(interrupted=self.stop.is_set())
-            if pending and not emit():
-                return
-            self._put(out, (_END, slot))
-        except UserError as exc:
-            self._fail(exc)
-        except Exception as exc:
-            self._fail(StageError(f"preparing frames failed: {type(exc).__name__}: {exc}"))
+    def _stamp_ignored(self, sent: float) -> None:
+        self.latency.stamps_ignored += 1
+        if self.latency.stamps_ignored == 1:
+            self.log(f"warning: {self.source.description}: a record's \"t\" ({sent:.6g}) is {time.time() - sent:.6g} s "
+                     "from this machine's clock; expected seconds since the Unix epoch on a shared clock; latency "
+                     "is measured from the moment each such record is read (further ones are counted)")
 
     def _work(self, stage_index: int, name: str, label: str, engine: Engine, ready: threading.Barrier) -> None:
         q_in = self._stage_queues[stage_index]
@@ -249,7 +204,7 @@ class StreamPipeline(ReorderingWriter):
                     batch = self._get(q_in)
                     if batch is None:
                         continue
-                    if isinstance(batch, tuple):        # (_END, slots): tell siblings, the last one forwards
+                    if isinstance(batch, tuple):        # (END, slots): tell siblings, the last one forwards
                         q_in.put(batch)
                         with self._lock:
                             self._done[stage_index] += 1
@@ -259,6 +214,8 @@ class StreamPipeline(ReorderingWriter):
                         return
                     if stage_index == 0 and self.stop.is_set():    # stopping: not started, not rendered
                         batch.feed = batch.frames = None
+                        if self._latest:
+                            self._idle.release()
                         if not self._put(self._results, batch):
                             return
                         continue
@@ -268,16 +225,21 @@ class StreamPipeline(ReorderingWriter):
                     metrics.record(now - started, started - batch.enqueued, len(batch.indices))
                     if last:
                         batch.frames, batch.feed = self.adapter.frames(batch.feed), None
+                        now = time.perf_counter()
+                    batch.queue_s += started - batch.enqueued
+                    batch.compute_s += now - started
                     batch.enqueued = now
                     if not self._put(q_out, batch):
                         return
+                    if stage_index == 0 and self._latest:
+                        self._idle.release()
         except threading.BrokenBarrierError:
             return
         except UserError as exc:        # e.g. a model file the engine cannot load: one line, as it is
             self._fail(exc)
             ready.abort()
         except BaseException as exc:
-            frames = "" if not isinstance(batch, _Batch) else (
+            frames = "" if not isinstance(batch, Batch) else (
                 f" on frames {batch.indices[0]}-{batch.indices[-1]}" if len(batch.indices) > 1
                 else f" on frame {batch.indices[0]}")
             detail = (str(exc).strip().splitlines() or [""])[0]
@@ -302,6 +264,8 @@ class StreamPipeline(ReorderingWriter):
         except threading.BrokenBarrierError:
             pass
         setup_seconds = time.perf_counter() - setup_started
+        if getattr(self.source, "live", False):     # a sender can start now: records sent earlier waited
+            self.log(f"ready: rendering what arrives on {getattr(self.source, 'description', 'the live input')}")
         started = self._started = time.perf_counter()
         feeders = [threading.Thread(target=self._read, name="poserender-read", daemon=True),
                    threading.Thread(target=self._batch, name="poserender-batch", daemon=True)]
@@ -328,7 +292,8 @@ class StreamPipeline(ReorderingWriter):
         return StreamReport(self.counts, seconds, setup_seconds, identity_seconds,
                             self._signal is not None or interrupted_hard, self.metrics, [w[2] for w in self._workers],
                             summary, None if self.clock is None else self.clock.summary(),
-                            gpu_memory_mb=gpu_memory(self.options.devices), signal=self._signal)
+                            gpu_memory_mb=gpu_memory(self.options.devices), signal=self._signal,
+                            latency=self.latency)
 
     def _finish(self, threads: List[threading.Thread], interrupted_hard: bool):
         """Join the threads, then close the sink (or remove it after a failure); the sink's summary."""
@@ -342,7 +307,7 @@ class StreamPipeline(ReorderingWriter):
             raise self._failure
         if interrupted_hard:   # frames still in flight are lost; say so, keep the counts honest
             lost = self.counts.frames_in - self.counts.frames_out - self.counts.dropped - self.counts.skipped
-            self.counts.add(dropped=max(0, lost))
+            self.counts.drop("stopped", max(0, lost))
             self.log(f"stopped at once: {max(0, lost)} frames in flight were not written")
         try:
             summary = self.sink.close()     # on failure the sink removes its partial output

@@ -3,8 +3,9 @@
 Every frame that enters the stream is counted once in ``frames_in`` and leaves it in exactly one
 way: written (``frames_out``, held bad frames included), ``skipped`` (bad frame, policy
 ``skip``, a frame that arrived after a later one, or a record without a frame index), or
-``dropped`` (real-time mode: late; or interrupted). So ``frames_in == frames_out + dropped +
-skipped`` once the stream is over.
+``dropped`` (real-time mode: late, or stale under ``--late latest``; interrupted; a receiver
+that went away), each drop counted with its reason in ``drop_reasons``. So ``frames_in ==
+frames_out + dropped + skipped`` once the stream is over.
 
 Bad frames: NaN/inf (``nan``), a coordinate beyond the accepted range (``range``), wrong joint
 count (``shape``), undecodable record (``decode``), nobody detected (``empty``), a missing frame
@@ -31,6 +32,14 @@ from ..errors import BadFrame, UserError
 from .sources import Frame
 
 BAD_FRAME_POLICIES = ("hold", "skip", "error")
+#: why a frame was dropped (not written)
+DROP_REASONS = {
+    "late": "real time (--late drop/hold): it would miss, or missed, its tick",
+    "stale": "real time (--late latest): a newer pose arrived before the renderer was free",
+    "held-copy": "real time (--late latest): a held bad frame while a good frame with that pose waited",
+    "stopped": "a signal stopped the stream before it was rendered or written",
+    "receiver-gone": "the output's reader or receiver went away",
+}
 
 
 @dataclasses.dataclass
@@ -39,11 +48,12 @@ class StreamCounts:
     frames_out: int = 0
     held: int = 0           # bad frames rendered with the last good pose (part of frames_out)
     skipped: int = 0
-    dropped: int = 0        # real time: late frames not written
+    dropped: int = 0        # not written: late, stale, stopped, receiver gone (see drop_reasons)
     late_held: int = 0      # real time, --late hold: extra copies of the previous frame written
     discontinuities: int = 0    # index jumps over --max-gap: not filled
     unfilled: int = 0           # missing indices those jumps skipped (not frames: never counted in)
     bad: Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    drop_reasons: Counter[str] = dataclasses.field(default_factory=collections.Counter)
     _lock: Any = dataclasses.field(default_factory=threading.Lock, repr=False)
 
     def add(self, **deltas: int) -> None:
@@ -51,12 +61,21 @@ class StreamCounts:
             for name, value in deltas.items():
                 setattr(self, name, getattr(self, name) + value)
 
+    def drop(self, reason: str, n: int = 1) -> None:
+        """``n`` frames not written, for ``reason`` (a key of :data:`DROP_REASONS`)."""
+        if n <= 0:
+            return
+        with self._lock:
+            self.dropped += n
+            self.drop_reasons[reason] += n
+
     def reconciles(self) -> bool:
         return self.frames_in == self.frames_out + self.dropped + self.skipped
 
     def to_dict(self) -> dict:
         return {"in": self.frames_in, "out": self.frames_out, "held": self.held, "skipped": self.skipped,
-                "dropped": self.dropped, "late_held": self.late_held, "bad_frames": dict(self.bad),
+                "dropped": self.dropped, "drop_reasons": dict(self.drop_reasons), "late_held": self.late_held,
+                "bad_frames": dict(self.bad),
                 "discontinuities": self.discontinuities, "unfilled_indices": self.unfilled,
                 "reconciles": self.reconciles()}
 
@@ -85,6 +104,8 @@ class BadFramePolicy:
         self.max_gap = max_gap
         self.next_index: Optional[int] = None
         self.last_good: Any = None
+        # the index of the last good frame: a pair fed out at another index is a held bad frame
+        self.good_index: Optional[int] = None
         self._leading: List[int] = []      # indices of bad frames waiting for the first good pose
         self._logged = set()
 
@@ -115,7 +136,7 @@ class BadFramePolicy:
             yield from self._bad(BadFrame(str(exc), kind=exc.kind, path=self.where), frame.index)
             return
         self.counts.add(frames_in=1)
-        self.last_good = pose
+        self.last_good, self.good_index = pose, frame.index
         for index in self._leading:
             yield index, pose
         self._leading = []

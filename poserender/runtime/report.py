@@ -1,11 +1,13 @@
 """What a stream is asked to do (:class:`StreamOptions`) and what it reports (:class:`StreamReport`):
-frame counts, timings, per-stage metrics, real-time figures, GPU memory, the stopping signal."""
+frame counts, timings, per-stage metrics, per-frame latency, real-time figures, GPU memory, the
+stopping signal."""
 from __future__ import annotations
 
 import dataclasses
 import signal
 from typing import Any, Dict, List, Optional, Sequence
 
+from .latency import LatencyMeter
 from .metrics import PipelineMetrics, peak_rss_mb
 from .policy import StreamCounts
 
@@ -19,7 +21,7 @@ class StreamOptions:
     replicate: bool = False
     fps: float = 15.0
     realtime: bool = False
-    late: str = "hold"
+    late: str = "hold"              # drop | hold | queue | latest (runtime/realtime.py)
     max_frames: Optional[int] = None
     max_gap: Optional[int] = None   # missing indices filled as gap frames; None: 5 s of frames at fps
     queue_batches: int = 2          # capacity of each stage's input queue, in batches
@@ -38,6 +40,7 @@ class StreamReport:
     realtime: Optional[Dict[str, Any]] = None
     gpu_memory_mb: Optional[Dict[str, Any]] = None   # per GPU used, from NVML; None on CPU-only runs
     signal: Optional[int] = None    # the signal that stopped the stream (SIGINT, SIGTERM, SIGHUP)
+    latency: LatencyMeter = dataclasses.field(default_factory=LatencyMeter)   # per frame, glass to glass
 
     @property
     def exit_code(self) -> int:
@@ -53,7 +56,7 @@ class StreamReport:
                 "setup_seconds": round(self.setup_seconds, 3), "identity_seconds": round(self.identity_seconds, 3),
                 "interrupted": self.interrupted,
                 "signal": None if self.signal is None else signal.Signals(self.signal).name,
-                "workers": self.workers, "realtime": self.realtime,
+                "workers": self.workers, "realtime": self.realtime, "latency": self.latency.to_dict(),
                 "stages": self.metrics.to_dict(), "peak_rss_mb": peak_rss_mb(),
                 "gpu_memory_mb": self.gpu_memory_mb,
                 "output": None if self.sink is None else {"path": str(self.sink.path), "format": self.sink.format,

@@ -39,6 +39,8 @@ SINK_FORMATS: Dict[str, str] = {
     "png": "folder of numbered PNG files (000000.png, ...)",
     "jpg": "folder of numbered JPEG files (000000.jpg, ..., quality 95)",
     "raw": "raw BGR24 frames on stdout (-o -), e.g. for ffmpeg -f rawvideo -pix_fmt bgr24",
+    "none": "nothing written: the frames are only shown (render --serve without -o)",
+    "live": "H.264 sent live to a receiver, chosen by the -o URL: udp:// tcp:// (MPEG-TS), rtmp://, rtsp://",
 }
 STDOUT = "-"
 VIDEO_CODECS: Tuple[str, ...] = ("libx264", "h264_nvenc")
@@ -56,8 +58,11 @@ class SinkSummary:
     seconds: Optional[float] = None
     audio_seconds: Optional[float] = None
     replaced: bool = False          # an earlier output of that name was replaced
+    note: Optional[str] = None      # what the summary should say about it (a live output: where it went)
 
     def __str__(self) -> str:
+        if self.note:
+            return self.note
         extra = "" if self.seconds is None else f", {self.seconds:.2f} s"
         if self.audio_seconds is not None:
             extra += f", audio {self.audio_seconds:.2f} s"
@@ -214,6 +219,25 @@ class Mp4Sink(FrameSink):
         self._tmp_path.unlink(missing_ok=True)
 
 
+class NullSink(FrameSink):
+    """Counts the frames and keeps none (the browser preview shows them: ``--serve`` without ``-o``)."""
+
+    format = "none"
+
+    def __init__(self):
+        super().__init__(Path("(no output)"))
+
+    def _write_impl(self, frames: np.ndarray) -> None:
+        self.frames_written += len(frames)
+
+    def _close_impl(self) -> SinkSummary:
+        return SinkSummary(self.path, self.format, self.frames_written,
+                           note=f"no output written ({self.frames_written} frames shown only)")
+
+    def _abort_impl(self) -> None:
+        pass
+
+
 class RawStdoutSink(FrameSink):
     """Raw frames, H x W x 3 bytes each in BGR order, on stdout (``-o -``), nothing else.
 
@@ -245,7 +269,9 @@ class RawStdoutSink(FrameSink):
             self._stream.flush()
         except BrokenPipeError:
             self.reader_gone = True
-        return SinkSummary(self.path, self.format, self.frames_written)
+        note = (f"the reader of stdout went away after {self.frames_written} frames: the stream ended there"
+                if self.reader_gone else None)
+        return SinkSummary(self.path, self.format, self.frames_written, note=note)
 
     def _abort_impl(self) -> None:
         pass    # bytes already sent cannot be taken back
@@ -339,17 +365,39 @@ def _resolve_format(path: PathLike, fmt: Optional[str]) -> str:
 
 def open_sink(path: PathLike, fmt: Optional[str] = None, fps: float = 15.0,
               audio: Optional[PathLike] = None, *, codec: str = "libx264", crf: int = 18,
-              codec_options: Optional[Mapping[str, str]] = None) -> FrameSink:
+              codec_options: Optional[Mapping[str, str]] = None,
+              frame_size: Optional[Tuple[int, int]] = None) -> FrameSink:
     """Open a sink for BGR uint8 frames at ``path``; use it as a context manager.
 
-    fmt: "mp4" | "png" | "jpg"; None infers it (``.mp4`` -> mp4; no suffix, a trailing ``/`` or
-    an existing folder -> png). png/jpg write a folder of numbered files. fps: video frame rate,
+    fmt: "mp4" | "png" | "jpg" | "raw" | "live"; None infers it (``.mp4`` -> mp4; ``-`` -> raw; a
+    URL ``udp://``, ``tcp://``, ``rtmp://``, ``rtsp://`` -> live, runtime/netsink.py, which needs
+    ``frame_size`` (H, W) to connect before the first frame; no suffix, a trailing ``/`` or an
+    existing folder -> png). png/jpg write a folder of numbered files. fps: video frame rate,
     also used to keep the audio in sync. audio: a file with an audio stream, muxed into the mp4
     as AAC and cut to the video's duration. crf: H.264 quality, 0-51, lower is better (``cq``
     for h264_nvenc); codec_options go to the encoder and override these defaults. An existing
     output is replaced when the new one is complete (see the module doc). Every check on the
     user's input, the audio file included, happens here, before any output is created.
     """
+    if fmt == "none":
+        return NullSink()
+    if "://" in str(path) or fmt == "live":      # a live receiver (runtime/netsink.py)
+        from .netsink import open_live_sink
+
+        if "://" not in str(path) or fmt not in (None, "live"):
+            raise UserError(f"live output goes to a URL (udp://HOST:PORT, tcp://, rtmp://, rtsp://); got -o {path} "
+                            f"with format {fmt}")
+        if codec not in VIDEO_CODECS:
+            raise UserError(f"unknown video codec {codec!r}; expected one of: {', '.join(VIDEO_CODECS)}")
+        if frame_size is None:
+            raise ValueError("a live output needs the frame size (H, W) to connect before the first frame")
+        track = None if audio is None else AudioTrack(Path(audio))
+        try:
+            return open_live_sink(str(path), _frame_rate(fps), frame_size, track, codec)
+        except BaseException:
+            if track is not None:
+                track.close()
+            raise
     if str(path) == STDOUT or fmt == "raw":
         if str(path) != STDOUT or fmt not in (None, "raw"):
             raise UserError(f"raw frames go to stdout only: use -o - (got -o {path} with format {fmt})")

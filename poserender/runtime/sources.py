@@ -45,6 +45,9 @@ class Frame:
     ``timestamp``: seconds, from the file's frame rate, a ``"t"`` field, or the arrival time.
     ``xy``: (K, 2) float64 source-image pixels and ``valid`` (K,) bool; None for a bad frame.
     ``bad``: why the source could not use the frame (its ``kind`` is counted per kind).
+    ``sent``: the record's own ``"t"`` (live records), read as seconds since the Unix epoch on the
+    sender's clock; the glass-to-glass latency starts there when it can be on the renderer's
+    clock (runtime/latency.py), else at the moment the record was read.
     """
 
     index: Optional[int]
@@ -52,6 +55,7 @@ class Frame:
     xy: Optional[np.ndarray] = None
     valid: Optional[np.ndarray] = None
     bad: Optional[BadFrame] = None
+    sent: Optional[float] = None
 
 
 class FrameSource(abc.ABC):

@@ -44,6 +44,7 @@ class RenderRequest:
     preview: Optional[Path] = None
     preview_every: int = 25
     metrics: Optional[Path] = None
+    serve: Optional[str] = None         # --serve HOST:PORT: the browser preview (runtime/serve.py)
 
 
 @dataclasses.dataclass
@@ -54,6 +55,7 @@ class StreamResult:
     preview: Optional[Path] = None
     backend_choice: Optional[str] = None    # what auto picked and why
     precision: Optional[str] = None         # what ran (auto may pick one it measured)
+    served: Optional[str] = None            # the browser preview: where it was and what it showed
 
 
 def render_stream(manifest, adapter, request: RenderRequest, *, torch_stages=None,
@@ -91,16 +93,26 @@ def render_stream(manifest, adapter, request: RenderRequest, *, torch_stages=Non
         source = open_source(str(request.keypoints), adapter.open_file, options.fps, follow=request.follow,
                              idle_seconds=request.follow_timeout, log=log, stdin=stdin,
                              idle_timeout=request.idle_timeout)
+    server = None
     try:
-        sink = open_sink(request.output, request.fmt, fps=options.fps, audio=request.audio, codec=codec)
+        sink = open_sink(request.output, request.fmt, fps=options.fps, audio=request.audio, codec=codec,
+                         frame_size=tuple(adapter.canvas_hw))
         try:
+            if request.serve is not None:
+                from .serve import PreviewServer
+
+                server = PreviewServer(request.serve, log=log)
             pipeline = StreamPipeline(adapter, engine_factory, source, sink, options, log=log, progress=progress,
-                                      preview=sheet, placement=placement)
+                                      preview=sheet, placement=placement, live=server)
+            if server is not None:
+                server.figures = pipeline.latency.live
             report = pipeline.run()
         except BaseException:
             sink.abort()        # a no-op once the pipeline closed it
             raise
     finally:
+        if server is not None:
+            server.close()
         source.close()
     if request.metrics is not None:
         write_json_atomic(request.metrics, {"model": str(model_dir), "backend": backend,
@@ -110,4 +122,4 @@ def render_stream(manifest, adapter, request: RenderRequest, *, torch_stages=Non
                                             "placement": placement.to_dict(), **report.to_dict()},
                           what="the metrics")
     return StreamResult(report, backend, tuple(adapter.canvas_hw), None if sheet is None else sheet.path, why,
-                        precision)
+                        precision, served=None if server is None else server.note())

@@ -12,36 +12,40 @@ _POLL = 0.1
 
 class ReorderingWriter:
     """Uses the pipeline's ``abort``/``stop`` events, ``_results`` queue, ``_permits``, ``clock``,
-    ``counts``, ``metrics``, ``sink``, ``preview`` and ``progress`` (set up by StreamPipeline)."""
+    ``counts``, ``metrics``, ``latency``, ``sink``, ``preview``, ``live`` and ``progress`` (set up
+    by StreamPipeline). ``--late latest`` frames are written as soon as they are ready (no tick)."""
 
     def _write_loop(self) -> None:
         clock, late = self.clock, self.options.late
+        paced = clock is not None and late != "latest"     # latest writes a frame as soon as it is ready
         metrics = self.metrics.stage("write")
-        ready: Dict[int, Tuple[Any, Any]] = {}   # the reorder buffer: slot -> (frame, its batch)
+        ready: Dict[int, Tuple[Any, Any, int]] = {}   # the reorder buffer: slot -> (frame, its batch, place in it)
         next_slot, total_slots, last_frame = 0, None, None
         while not self.abort.is_set():
             if total_slots is not None and next_slot >= total_slots:
                 return
             if next_slot in ready:
-                frame, batch = ready.pop(next_slot)
+                frame, batch, place = ready.pop(next_slot)
                 if frame is None:
-                    self.counts.add(dropped=1)
+                    self.counts.drop("stopped")
                     self._consumed(batch)
                     next_slot += 1
                     continue
-                if clock is not None:
+                due = None
+                if paced:
+                    due = time.perf_counter()
                     clock.wait_for_tick(next_slot, self.stop)
-                self._write(frame, next_slot, batch.formed, batch.enqueued, metrics)
+                self._write(frame, next_slot, batch, place, due, metrics)
                 self._consumed(batch)
                 last_frame, next_slot = frame, next_slot + 1
                 continue
             timeout = _POLL
-            if clock is not None and clock.started and late != "queue":
+            if paced and clock.started and late != "queue":
                 now = time.perf_counter()
                 due = clock.tick(next_slot)
                 if now >= due:          # missed its tick: drop it (hold: repeat the previous frame)
                     if late == "hold" and last_frame is not None:
-                        self._write(last_frame, next_slot, None, None, metrics)
+                        self._write(last_frame, next_slot, None, 0, now, metrics)
                         self.counts.add(late_held=1)
                     next_slot += 1
                     continue
@@ -54,16 +58,18 @@ class ReorderingWriter:
             if isinstance(item, tuple):
                 total_slots = item[1]
                 continue
+            if clock is not None:
+                clock.arrived(len(item.slots), None if item.frames is None else item.compute_s)
             if item.frames is None:     # dropped on a stop before rendering: its slots are skipped
-                for slot in item.slots:
-                    ready[slot] = (None, item)
+                for place, slot in enumerate(item.slots):
+                    ready[slot] = (None, item, place)
                 continue
-            for slot, frame in zip(item.slots, item.frames):
+            for place, (slot, frame) in enumerate(zip(item.slots, item.frames)):
                 if slot < next_slot:     # its tick has passed (real time, drop/hold)
-                    self.counts.add(dropped=1)
+                    self.counts.drop("late")
                     self._consumed(item)
                 else:
-                    ready[slot] = (frame, item)
+                    ready[slot] = (frame, item, place)
             if getattr(self.sink, "reader_gone", False):   # e.g. the process reading stdout exited
                 self.stop.set()
 
@@ -73,25 +79,32 @@ class ReorderingWriter:
             batch.frames = None
             self._permits.release()
 
-    def _write(self, frame, slot: int, formed: Optional[float], arrived: Optional[float], metrics) -> None:
-        """Write one frame; ``formed`` is None for a real-time repeat of the previous frame."""
+    def _write(self, frame, slot: int, batch, place: int, due: Optional[float], metrics) -> None:
+        """Write one frame (``batch`` None: a real-time repeat of the previous frame) and, for a
+        rendered one, record its latency; ``due``: when it was ready to go, before a tick wait."""
         started = time.perf_counter()
+        due = started if due is None else due
         before = self.sink.frames_written
         self.sink.write(frame[None])
+        delivered = self.sink.frames_written > before
+        if delivered and self.live is not None:
+            self.live.publish(frame)
         now = time.perf_counter()
-        metrics.record(now - started, 0.0 if arrived is None else started - arrived, 1)
-        if self.sink.frames_written == before:      # the reader of stdout is gone: not delivered
-            if formed is not None:
-                self.counts.add(dropped=1)
+        metrics.record(now - started, 0.0 if batch is None else started - batch.enqueued, 1)
+        if not delivered:      # the reader or receiver is gone: not delivered
+            if batch is not None:
+                self.counts.drop("receiver-gone")
             return
-        if formed is not None:
+        if batch is not None:
             self.counts.add(frames_out=1)
+            origin, read, taken, stamped = batch.times[place]
+            self.latency.record({"input": read - origin, "queue": (taken - read) + batch.queue_s + (due - batch.enqueued),
+                                 "batch": batch.closed - taken, "compute": batch.compute_s, "pacing": started - due,
+                                 "write": now - started}, stamped)
             if self.preview is not None:
                 self.preview.add(frame, self.counts.frames_out - 1)
         if self.clock is not None:
             self.clock.note_written(slot, started)
-            if formed is not None:
-                self.clock.note_latency(now - formed)
         total = self.source.length
         if total is not None and self.options.max_frames is not None:
             total = min(total, self.options.max_frames)
