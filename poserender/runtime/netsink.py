@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import UserError
 from .audio import AudioTrack, reason
-from .sinks import FrameSink, SinkSummary
+from .sinkbase import FrameSink, SinkSummary
 
 #: scheme -> (container format, what it is)
 LIVE_SCHEMES: Dict[str, Tuple[str, str]] = {
