@@ -1,14 +1,19 @@
 """What every frame sink is: the summary of a closed output and the base class that checks
 batches, counts frames and gives close/abort/``with`` semantics (runtime/sinks.py: files, folders,
-stdout; runtime/netsink.py: live outputs)."""
+stdout; runtime/netsink.py: live outputs); and the H.264 stream both video sinks open."""
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
+import av
 import numpy as np
+
+from ..errors import UserError
+from .audio import AudioTrack, reason
 
 
 @dataclass(frozen=True)
@@ -99,3 +104,24 @@ class FrameSink(abc.ABC):
 
     @abc.abstractmethod
     def _abort_impl(self) -> None: ...
+
+
+def add_h264_streams(container: Any, codec: str, fps: Fraction, height: int, width: int,
+                     options: Mapping[str, str], audio: Optional[AudioTrack], where: Any) -> Any:
+    """Add the yuv420p video stream (opened, so a bad encoder setting fails here) and the audio
+    stream, if any, to ``container``; every stream must exist before the first packet is muxed.
+    ``where``: the output, for the error line. Returns the video stream."""
+    if height % 2 or width % 2:
+        raise ValueError(f"H.264 yuv420p needs an even frame size; got {height}x{width} (H x W)")
+    video = container.add_stream(codec, rate=fps)
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.codec_context.time_base = 1 / fps
+    video.codec_context.options = dict(options)
+    try:
+        video.codec_context.open()
+    except av.FFmpegError as exc:
+        raise UserError(f"cannot open the {codec} encoder for {width}x{height} frames ({reason(exc)})",
+                        where) from None
+    if audio is not None:
+        audio.add_stream_to(container)
+    return video

@@ -29,7 +29,7 @@ import numpy as np
 from poserender.errors import UserError
 from poserender.fileio import temp_dir_beside, temp_file_beside
 from poserender.runtime.audio import AudioTrack, reason
-from poserender.runtime.sinkbase import FrameSink, SinkSummary
+from poserender.runtime.sinkbase import FrameSink, SinkSummary, add_h264_streams
 
 PathLike = Union[str, Path]
 
@@ -73,25 +73,10 @@ class Mp4Sink(FrameSink):
             raise
         self._video = None
 
-    def _start_streams(self, height: int, width: int) -> None:
-        if height % 2 or width % 2:
-            raise ValueError(f"H.264 yuv420p needs an even frame size; got {height}x{width} (H x W)")
-        video = self._container.add_stream(self.codec, rate=self.fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.codec_context.time_base = 1 / self.fps
-        video.codec_context.options = self._codec_options
-        try:
-            video.codec_context.open()
-        except av.FFmpegError as e:
-            raise UserError(f"cannot open the {self.codec} encoder for {width}x{height} frames "
-                            f"({reason(e)})", self.path) from None
-        self._video = video
-        if self._audio is not None:  # every stream must exist before the first packet is muxed
-            self._audio.add_stream_to(self._container)
-
     def _write_impl(self, frames: np.ndarray) -> None:
         if self._video is None:
-            self._start_streams(frames.shape[1], frames.shape[2])
+            self._video = add_h264_streams(self._container, self.codec, self.fps, frames.shape[1], frames.shape[2],
+                                           self._codec_options, self._audio, self.path)
         for image in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
             frame.time_base, frame.pts = 1 / self.fps, self.frames_written
