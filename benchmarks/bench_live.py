@@ -12,7 +12,7 @@ frames on stdout read by this script, udp:// received by a socket here, --serve 
 viewer here); then every policy with the renderer too slow for the stream: poses sent (and
 ticks) at --overload-fps, a rate the demo model does not sustain on 2 cores, on the udp sink, to
 show that `latest` bounds latency where `queue` lets it grow. Goals: p99 <= 120 ms with latest
-at 25 fps; no frame lost with queue when the renderer keeps up. Run it on a quiet machine;
+at 25 fps; no frame lost with queue. Run it on a quiet machine;
 --quick (a few seconds a cell) only checks that it works.
 """
 from __future__ import annotations
@@ -161,8 +161,8 @@ def write_plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    groups = [("keeps up", [r for r in result["cells"] if not r["overload"]]),
-              ("renderer too slow", [r for r in result["cells"] if r["overload"]])]
+    groups = [("the stream's rate", [r for r in result["cells"] if not r["overload"]]),
+              ("overloaded", [r for r in result["cells"] if r["overload"]])]
     fig, axes = plt.subplots(1, 2, figsize=(15, 5), gridspec_kw={"width_ratios": [4, 1.3]})
     for ax, (title, rows) in zip(axes, groups):
         rows = [r for r in rows if r["status"] == "ok"]

@@ -185,17 +185,24 @@ class JsonLinesSource(FrameSource):
                 return
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) stays on this machine; a name other than
+    localhost may resolve anywhere, so it is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def loopback_address(spec: str) -> Tuple[str, int]:
     """``tcp://127.0.0.1:PORT`` -> (host, port); only loopback hosts are accepted (no network exposure)."""
     match = re.fullmatch(r"tcp://(\[[^\]]+\]|[^:/]+):(\d+)", spec)
     if not match:
         raise UserError(f"keypoint address {spec!r}; expected tcp://127.0.0.1:PORT")
     host, port = match.group(1).strip("[]"), int(match.group(2))
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback or port > 65535:
+    if not is_loopback(host) or port > 65535:
         raise UserError(f"keypoint address {spec!r}: the listener only binds a loopback address "
                         "(127.0.0.1, ::1 or localhost) and a port 0-65535; expected tcp://127.0.0.1:PORT")
     return host, port

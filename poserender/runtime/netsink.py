@@ -26,7 +26,6 @@ datagrams are sent whether or not anything listens.
 """
 from __future__ import annotations
 
-import ipaddress
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -37,8 +36,9 @@ import av
 import numpy as np
 
 from ..errors import UserError
+from .live import is_loopback
 from .audio import AudioTrack, reason
-from .sinks import FrameSink, SinkSummary
+from .sinkbase import FrameSink, SinkSummary, add_h264_streams
 
 #: scheme -> (container format, what it is)
 LIVE_SCHEMES: Dict[str, Tuple[str, str]] = {
@@ -97,16 +97,7 @@ def parse_live_url(output: str) -> LiveTarget:
     added = "&".join(f"{k}={v}" for k, v in extra.items() if k not in given)
     if added:
         url += ("&" if parts.query else "?") + added
-    return LiveTarget(url, output, scheme, host, port, _is_loopback(host))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False        # a name: it may resolve anywhere
+    return LiveTarget(url, output, scheme, host, port, is_loopback(host))
 
 
 def encoder_options(codec: str, fps: float) -> Dict[str, str]:
@@ -145,7 +136,8 @@ class LiveStreamSink(FrameSink):
         except (av.FFmpegError, OSError) as exc:
             raise UserError(f"-o {target.shown}: cannot open the {target.format} output ({reason(exc)})") from None
         try:
-            self._start_streams(*frame_size)
+            self._video = add_h264_streams(self._container, codec, fps, *frame_size,
+                                           encoder_options(codec, float(fps)), audio, self.path)
             self._container.start_encoding()    # connects (tcp, rtmp, rtsp) and sends the header
         except UserError:
             self._quiet_close()
@@ -154,22 +146,6 @@ class LiveStreamSink(FrameSink):
             self._quiet_close()
             raise UserError(f"-o {target.shown}: cannot reach the receiver ({reason(exc)}); expected "
                             f"{_expected(target)}") from None
-
-    def _start_streams(self, height: int, width: int) -> None:
-        if height % 2 or width % 2:
-            raise ValueError(f"H.264 yuv420p needs an even frame size; got {height}x{width} (H x W)")
-        video = self._container.add_stream(self.codec, rate=self.fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.codec_context.time_base = 1 / self.fps
-        video.codec_context.options = encoder_options(self.codec, float(self.fps))
-        try:
-            video.codec_context.open()
-        except av.FFmpegError as exc:
-            raise UserError(f"cannot open the {self.codec} encoder for {width}x{height} frames ({reason(exc)})",
-                            self.path) from None
-        self._video = video
-        if self._audio is not None:
-            self._audio.add_stream_to(self._container)
 
     def _write_impl(self, frames: np.ndarray) -> None:
         if self.reader_gone:

@@ -19,7 +19,6 @@ away ends its own thread only.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import socket
 import threading
@@ -32,6 +31,7 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
+from .live import is_loopback
 
 BOUNDARY = "poserenderframe"
 JPEG_QUALITY = 80
@@ -68,16 +68,7 @@ def parse_serve_address(address: str) -> Tuple[str, int, bool]:
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise UserError(f"--serve {address}: expected HOST:PORT, e.g. 127.0.0.1:8080 (port 0 picks a free one)")
-    return host, int(port), _is_loopback(host)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host, int(port), is_loopback(host)
 
 
 class _Server(ThreadingHTTPServer):
