@@ -253,7 +253,7 @@ FIGURES: Tuple[Figure, ...] = (
            lambda r: "met" if _queue_lost(r) == 0 else "not met"),
     Figure("Live, the renderer too slow for the stream (poses and ticks at the overload rate), udp sink, "
            "`latest` / `queue` / `drop`", LIVE,
-           lambda r: " | ".join(f"{late}: {_live(late, True)(r)}" for late in ("latest", "queue", "drop"))),
+           lambda r: "; ".join(f"{late}: {_live(late, True)(r)}" for late in ("latest", "queue", "drop"))),
     Figure("Stream memory, demo model, mp4 sink", "stream_cpu.json", _stream_slope, "flat (DESIGN)",
            at_most(1.0, lambda r: abs(r["memory"]["slope_mb_per_1000_frames_last_80pct"]))),
     Figure("Pipelined vs sequential loop, demo model: one frame worker / two replicated single-thread workers",
