@@ -101,11 +101,15 @@ class ListSink(FrameSink):
         self.aborted = True
 
 
+def make_adapter(folder):
+    cv2.imwrite(str(folder / "src.png"), np.full((SIZE, SIZE, 3), 128, np.uint8))
+    np.save(folder / "src.npy", template_pose(SIZE, SIZE))
+    return Pose2ImgAdapter(CONFIG, folder / "src.png", folder / "src.npy")
+
+
 @pytest.fixture()
 def adapter(tmp_path):
-    cv2.imwrite(str(tmp_path / "src.png"), np.full((SIZE, SIZE, 3), 128, np.uint8))
-    np.save(tmp_path / "src.npy", template_pose(SIZE, SIZE))
-    return Pose2ImgAdapter(CONFIG, tmp_path / "src.png", tmp_path / "src.npy")
+    return make_adapter(tmp_path)
 
 
 def poses(n):
@@ -265,7 +269,7 @@ def test_max_wait_sends_partial_batches_for_slow_live_input(adapter):
     assert report.metrics.stages["prepare"].to_dict()["batches"] == 2
 
 
-def test_sigint_finishes_frames_in_flight_and_closes_a_playable_mp4(adapter, tmp_path):
+def _sigint_mid_stream(adapter, tmp_path) -> None:
     out = tmp_path / "out.mp4"
     source = SlowLiveSource(1000, 0.01)
     log = []
@@ -278,6 +282,22 @@ def test_sigint_finishes_frames_in_flight_and_closes_a_playable_mp4(adapter, tmp
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == counts.frames_out
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_sigint_finishes_frames_in_flight_and_closes_a_playable_mp4(tmp_path):
+    """The signal goes to the process itself, so the test runs in a fresh interpreter: in the
+    suite's own process, after the OpenVINO tests had run, the process died with SIGSEGV at
+    this signal (not reproduced with OpenVINO alone; see the README's Status)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "from tests.runtime import test_pipeline as t; p = Path(sys.argv[2]); "
+            "t._sigint_mid_stream(t.make_adapter(p), p); print('ok')")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", code, root, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("late", ["drop", "hold", "queue"])
