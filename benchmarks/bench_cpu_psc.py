@@ -102,6 +102,19 @@ def _peaks_then_maps(pose_map: np.ndarray) -> np.ndarray:
     return _joint_maps(xy)
 
 
+def _parse_and_render(aa, ct, s0, i0, pt_map) -> np.ndarray:
+    """The reference's step from a pose map to an image (under no_grad): AA-Net, argmax and
+    one-hot on the host, CT-Net (re-encoding the source), the image to uint8 BGR."""
+    import torch
+
+    st = aa(s0, pt_map)
+    index = torch.argmax(st[0], dim=0).view(-1)
+    st_map = torch.eye(7).index_select(0, index).view(256, 256, 7).permute(2, 0, 1)[None].contiguous()
+    image, _, _ = ct(s0, st_map, i0)
+    frame = np.clip(np.round((image[0].numpy().transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5), 0, 255)
+    return frame.astype(np.uint8)
+
+
 def reference_loop(nets, data: Path) -> List[float]:
     """Seconds per output image (dataset step shared over a sample's t values)."""
     import cv2
@@ -125,12 +138,7 @@ def reference_loop(nets, data: Path) -> List[float]:
             with torch.no_grad():
                 pt = pm(p0, p1, torch.tensor([t], dtype=torch.float32)) if t < 1 else p1.clone()
                 pt_map = torch.from_numpy(_peaks_then_maps(pt.numpy()[0].transpose(1, 2, 0)).transpose(2, 0, 1)[None].copy())
-                st = aa(s0, pt_map)
-                index = torch.argmax(st[0], dim=0).view(-1)
-                st_map = torch.eye(7).index_select(0, index).view(256, 256, 7).permute(2, 0, 1)[None].contiguous()
-                image, _, _ = ct(s0, st_map, i0)
-            frame = np.clip(np.round((image[0].numpy().transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5), 0, 255)
-            frame.astype(np.uint8)
+                _parse_and_render(aa, ct, s0, i0, pt_map)
             times.append(time.perf_counter() - started + dataset / len(TS))
     return times
 
@@ -167,12 +175,7 @@ def reference_stream(nets, data: Path, frames: int) -> List[float]:
         pose = np.where(valid[:, None] > 0, xy, -1).T
         with torch.no_grad():
             pt_map = torch.from_numpy(_joint_maps(pose).transpose(2, 0, 1)[None].copy())
-            st = aa(s0, pt_map)
-            index = torch.argmax(st[0], dim=0).view(-1)
-            st_map = torch.eye(7).index_select(0, index).view(256, 256, 7).permute(2, 0, 1)[None].contiguous()
-            image, _, _ = ct(s0, st_map, i0)
-        frame = np.clip(np.round((image[0].numpy().transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5), 0, 255)
-        frame.astype(np.uint8)
+            _parse_and_render(aa, ct, s0, i0, pt_map)
         times.append(time.perf_counter() - started)
     return times
 
